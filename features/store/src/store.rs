@@ -126,9 +126,16 @@ mod tests {
         let db = dir.path().join("db");
         std::fs::create_dir_all(&db).expect("mkdir");
         // A "conf" file with garbage makes sled refuse to open the directory.
-        std::fs::write(db.join("conf"), b"\x00\x01garbage that is not a sled config").expect("write");
+        std::fs::write(
+            db.join("conf"),
+            b"\x00\x01garbage that is not a sled config",
+        )
+        .expect("write");
         std::fs::write(db.join("db"), b"not a sled file").expect("write");
-        assert!(Store::open(&db).is_err(), "precondition: garbage must not open");
+        assert!(
+            Store::open(&db).is_err(),
+            "precondition: garbage must not open"
+        );
         let (store, recovery) = Store::open_or_recover(&db).expect("recover");
         match recovery {
             Recovery::Rebuilt { moved_to, .. } => assert!(moved_to.exists()),

@@ -47,13 +47,15 @@ impl Tree {
     pub fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
         match self.get(key)? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| StoreError::Codec {
-                    tree: self.name.clone(),
-                    key: key.to_owned(),
-                    source,
-                }),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| StoreError::Codec {
+                        tree: self.name.clone(),
+                        key: key.to_owned(),
+                        source,
+                    })
+            }
         }
     }
 
@@ -192,8 +194,16 @@ mod tests {
         t.put_json("p/1", &vec![1, 2]).expect("put");
         t.put_json("p/2", &vec![3]).expect("put");
         t.put_json("q/1", &vec![4]).expect("put");
-        assert_eq!(t.get_json::<Vec<i32>>("p/1").expect("get"), Some(vec![1, 2]));
-        let keys: Vec<_> = t.scan_prefix("p/").expect("scan").into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            t.get_json::<Vec<i32>>("p/1").expect("get"),
+            Some(vec![1, 2])
+        );
+        let keys: Vec<_> = t
+            .scan_prefix("p/")
+            .expect("scan")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(keys, vec!["p/1", "p/2"]);
     }
 }

@@ -1,0 +1,24 @@
+//! The cluster configuration: one typed document, the same defaults wherever it is read.
+//!
+//! It is written by `knet bootstrap` (from `--file` or defaults), stored in the Kubernetes API so
+//! every node agrees, cached in each node's store so a node restarts with the last known config,
+//! and changed with `knet enable/disable/set`. Omitting a key always means its default, in a file
+//! and on the command line alike.
+
+mod cidr;
+mod error;
+mod keys;
+mod types;
+mod validate;
+
+pub use cidr::{CidrList, PoolRange};
+pub use error::ConfigError;
+pub use keys::{get_key, set_key, valid_keys};
+pub use types::{
+    ClusterConfig, DnsConfig, GatewayConfig, IngressConfig, LoadBalancerConfig, Mtu, Nameserver,
+    NetworkConfig, NetworkMode, NetworkPolicyConfig,
+};
+pub use validate::check_update;
+
+#[cfg(test)]
+mod tests;
