@@ -9,6 +9,7 @@
 //! Architecture invariants: features depend on this crate and never on each other; this crate
 //! never touches the kernel.
 
+pub mod cni_conf;
 pub mod config;
 mod feature;
 mod feature_id;
