@@ -1,0 +1,27 @@
+# knet developer entry points. Targets are self-contained; each team adds its
+# own (keep them independent of each other).
+
+CARGO ?= cargo
+KNET_LAB_ID ?= dev
+LAB_NODES ?= 2
+
+.PHONY: lab-bins lab-up lab-down
+
+# --- the lab (e2e/) ---------------------------------------------------------
+
+# Build etcd + the Kubernetes control plane, kubectl and agnhost into
+# /var/cache/knet-lab (a no-op when already built; ~30-40 min cold).
+lab-bins:
+	e2e/control-plane/build.sh
+
+# Start a background dev lab (KNET_LAB_ID, LAB_NODES; LAB_KNET=1 runs knet on
+# the nodes) and print how to use it. Needs root.
+lab-up: lab-bins
+	$(CARGO) build -p knet-e2e --bin knet-lab
+	$(if $(LAB_KNET),$(CARGO) build -p knet,)
+	target/debug/knet-lab --id $(KNET_LAB_ID) up --nodes $(LAB_NODES) $(if $(LAB_KNET),--knet,)
+
+# Stop the dev lab and remove everything it created.
+lab-down:
+	$(CARGO) build -p knet-e2e --bin knet-lab
+	target/debug/knet-lab --id $(KNET_LAB_ID) down

@@ -1,0 +1,105 @@
+//! Running knet on lab nodes: `knet bootstrap` and `knet daemon` inside the
+//! node's namespace, each with the node's own state, run and CNI dirs and
+//! kubeconfig (which reaches the API through the lab's forwarder).
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::Lab;
+use crate::bins::knet_bin;
+use crate::node::LabNode;
+use crate::process::{self, ExecOutput, PidRecord};
+use crate::sweep::LAB_ENV;
+
+/// How long `knet bootstrap` may take.
+const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(120);
+
+// === impl Lab ===
+
+impl Lab {
+    /// Runs `knet bootstrap` on `node`, with `config` (YAML) as `--file` if
+    /// given. Returns its output; check `.ok()` for success.
+    pub async fn bootstrap_knet(&self, node: &str, config: Option<&str>) -> Result<ExecOutput> {
+        let n = self.node(node)?;
+        let mut args = node_flags(&n);
+        if let Some(cfg) = config {
+            let file = n.dir.join("knet-bootstrap.yaml");
+            std::fs::write(&file, cfg)?;
+            args.push("--file".into());
+            args.push(file.into());
+        }
+        let mut argv: Vec<OsString> = vec![knet_bin()?.into(), "bootstrap".into()];
+        argv.extend(args);
+        let full = crate::netns::exec_argv(&n.netns, &argv);
+        let mut cmd = tokio::process::Command::new(&full[0]);
+        cmd.args(&full[1..])
+            .env(LAB_ENV, self.id())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let out = process::run_command(cmd, BOOTSTRAP_TIMEOUT).await?;
+        tracing::info!(node, code = ?out.code, "knet bootstrap ran");
+        Ok(out)
+    }
+
+    /// Starts `knet daemon` on `node` (log: `<node dir>/knet.log`).
+    pub async fn start_knet_daemon(&self, node: &str) -> Result<()> {
+        let n = self.node(node)?;
+        self.stop_knet_daemon(node).await?;
+        let mut argv: Vec<OsString> = vec![knet_bin()?.into(), "daemon".into()];
+        argv.extend(node_flags(&n));
+        let full = crate::netns::exec_argv(&n.netns, &argv);
+        let (child, rec) = process::spawn_daemon(
+            full,
+            n.dir.join("knet.log"),
+            self.dir.join("pids").join(format!("knet-{node}.pid")),
+            "knet".into(),
+            vec![(LAB_ENV.into(), self.id().into())],
+        )
+        .await?;
+        tracing::info!(node, pid = rec.pid, "knet daemon started");
+        self.knet.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert(node.to_owned(), child);
+        Ok(())
+    }
+
+    /// Stops `knet daemon` on `node` (SIGTERM, SIGKILL after 10 s); a no-op
+    /// when it is not running.
+    pub async fn stop_knet_daemon(&self, node: &str) -> Result<()> {
+        let pid_file = self.dir.join("pids").join(format!("knet-{node}.pid"));
+        if let Ok(rec) = PidRecord::read(&pid_file) {
+            tokio::task::spawn_blocking(move || rec.stop(Duration::from_secs(10)))
+                .await
+                .context("stopping knet")?;
+            let _ = std::fs::remove_file(&pid_file);
+        }
+        let child = self.knet.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.remove(node);
+        if let Some(mut c) = child {
+            let _ = tokio::time::timeout(Duration::from_secs(5), c.wait()).await;
+        }
+        Ok(())
+    }
+
+    /// Whether knet's daemon on `node` is running.
+    pub fn knet_running(&self, node: &str) -> bool {
+        PidRecord::read(&self.dir.join("pids").join(format!("knet-{node}.pid"))).is_ok_and(|r| r.is_ours())
+    }
+}
+
+fn node_flags(n: &LabNode) -> Vec<OsString> {
+    vec![
+        "--node-name".into(),
+        n.name.clone().into(),
+        "--kubeconfig".into(),
+        n.kubeconfig.clone().into(),
+        "--state-dir".into(),
+        n.state_dir.clone().into(),
+        "--run-dir".into(),
+        n.run_dir.clone().into(),
+        "--cni-conf-dir".into(),
+        n.cni_conf_dir.clone().into(),
+        "--cni-bin-dir".into(),
+        n.cni_bin_dir.clone().into(),
+    ]
+}
