@@ -20,5 +20,12 @@ pub use types::{
 };
 pub use validate::check_update;
 
+/// Namespace of the ConfigMap that holds the cluster config.
+pub const CONFIGMAP_NAMESPACE: &str = "kube-system";
+/// Name of the ConfigMap that holds the cluster config.
+pub const CONFIGMAP_NAME: &str = "knet-config";
+/// Key of the YAML document inside the ConfigMap.
+pub const CONFIGMAP_KEY: &str = "config.yaml";
+
 #[cfg(test)]
 mod tests;

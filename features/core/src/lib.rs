@@ -11,6 +11,7 @@
 
 pub mod cni_conf;
 pub mod config;
+pub mod metrics;
 mod feature;
 mod feature_id;
 pub mod paths;
