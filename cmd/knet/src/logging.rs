@@ -1,0 +1,21 @@
+//! tracing set-up: `KNET_LOG` filter (default `info` for the daemon, `warn` otherwise),
+//! `KNET_LOG_FORMAT=plain|json`, logs to stderr.
+
+use knet_core::paths::env;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber.
+pub fn init(daemon: bool) {
+    let default = if daemon { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_env(env::LOG).unwrap_or_else(|_| EnvFilter::new(default));
+    let json = std::env::var(env::LOG_FORMAT).is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
