@@ -5,7 +5,7 @@ CARGO ?= cargo
 KNET_LAB_ID ?= dev
 LAB_NODES ?= 2
 
-.PHONY: lab-bins lab-up lab-down
+.PHONY: deps test demo demo-down lab-bins lab-up lab-down
 
 # --- the lab (e2e/) ---------------------------------------------------------
 
@@ -25,3 +25,23 @@ lab-up: lab-bins
 lab-down:
 	$(CARGO) build -p knet-e2e --bin knet-lab
 	target/debug/knet-lab --id $(KNET_LAB_ID) down
+
+# --- the two README commands -----------------------------------------------
+
+# Install what is missing (Debian packages, the lab's control plane), once.
+deps:
+	e2e/install-deps.sh
+
+# Every test: unit, integration (real kernel, as root) and the lab's end-to-end tests.
+test: deps
+	$(CARGO) build --workspace --all-targets
+	$(CARGO) test --workspace --no-fail-fast -- --test-threads=1
+
+# The main job: a 2-node lab with knet bootstrapped on each node and traffic flowing.
+demo: deps
+	$(CARGO) build -p knet -p knet-e2e
+	e2e/demo.sh
+
+demo-down:
+	$(CARGO) build -p knet-e2e --bin knet-lab
+	target/debug/knet-lab --id demo down
