@@ -22,15 +22,22 @@ impl Bins {
         let dir = match std::env::var_os("KNET_LAB_BIN_DIR") {
             Some(d) => PathBuf::from(d),
             None => {
-                let cache = std::env::var("KNET_LAB_CACHE").unwrap_or_else(|_| "/var/cache/knet-lab".into());
+                let cache = std::env::var("KNET_LAB_CACHE")
+                    .unwrap_or_else(|_| "/var/cache/knet-lab".into());
                 Path::new(&cache).join(format!("bin-{K8S_VERSION}-etcd-{ETCD_VERSION}"))
             }
         };
         let bins = Self { dir };
-        let missing: Vec<&str> = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "agnhost"]
-            .into_iter()
-            .filter(|b| !bins.get(b).is_file())
-            .collect();
+        let missing: Vec<&str> = [
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "agnhost",
+        ]
+        .into_iter()
+        .filter(|b| !bins.get(b).is_file())
+        .collect();
         if !missing.is_empty() {
             bail!(
                 "lab binaries missing in {}: {} (run `make lab-bins`, or set KNET_LAB_BIN_DIR)",
@@ -59,7 +66,10 @@ pub fn knet_bin() -> Result<PathBuf> {
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/knet"),
     };
     if !p.is_file() {
-        bail!("knet binary not found at {} (build it or set KNET_BIN)", p.display());
+        bail!(
+            "knet binary not found at {} (build it or set KNET_BIN)",
+            p.display()
+        );
     }
     Ok(p)
 }

@@ -56,15 +56,25 @@ impl Pki {
         };
         ecparam(&pki.ca_key).await?;
         openssl(&[
-            "req", "-x509", "-new", "-key", s(&pki.ca_key)?, "-days", "3650", "-subj", "/CN=knet-lab-ca",
-            "-out", s(&pki.ca_crt)?,
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            s(&pki.ca_key)?,
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=knet-lab-ca",
+            "-out",
+            s(&pki.ca_crt)?,
         ])
         .await?;
         let server_ext = format!(
             "subjectAltName={}\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n",
             sans.join(",")
         );
-        pki.sign("apiserver", "/CN=kube-apiserver", &server_ext).await?;
+        pki.sign("apiserver", "/CN=kube-apiserver", &server_ext)
+            .await?;
         pki.sign(
             "admin",
             "/CN=knet-lab-admin/O=system:masters",
@@ -72,7 +82,15 @@ impl Pki {
         )
         .await?;
         ecparam(&pki.sa_key).await?;
-        openssl(&["ec", "-in", s(&pki.sa_key)?, "-pubout", "-out", s(&pki.sa_pub)?]).await?;
+        openssl(&[
+            "ec",
+            "-in",
+            s(&pki.sa_key)?,
+            "-pubout",
+            "-out",
+            s(&pki.sa_pub)?,
+        ])
+        .await?;
         Ok(pki)
     }
 
@@ -83,10 +101,33 @@ impl Pki {
         let extf = self.dir.join(format!("{name}.ext"));
         std::fs::write(&extf, ext)?;
         ecparam(&key).await?;
-        openssl(&["req", "-new", "-key", s(&key)?, "-subj", subj, "-out", s(&csr)?]).await?;
         openssl(&[
-            "x509", "-req", "-in", s(&csr)?, "-CA", s(&self.ca_crt)?, "-CAkey", s(&self.ca_key)?,
-            "-CAcreateserial", "-days", "3650", "-extfile", s(&extf)?, "-out", s(&crt)?,
+            "req",
+            "-new",
+            "-key",
+            s(&key)?,
+            "-subj",
+            subj,
+            "-out",
+            s(&csr)?,
+        ])
+        .await?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            s(&csr)?,
+            "-CA",
+            s(&self.ca_crt)?,
+            "-CAkey",
+            s(&self.ca_key)?,
+            "-CAcreateserial",
+            "-days",
+            "3650",
+            "-extfile",
+            s(&extf)?,
+            "-out",
+            s(&crt)?,
         ])
         .await?;
         Ok(())
@@ -95,7 +136,16 @@ impl Pki {
 
 async fn ecparam(out: &Path) -> Result<()> {
     // PKCS#8, which every consumer (apiserver, rustls) reads.
-    openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", s(out)?]).await
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        s(out)?,
+    ])
+    .await
 }
 
 async fn openssl(args: &[&str]) -> Result<()> {

@@ -57,7 +57,10 @@ impl ConfList {
             .flatten()
             .map(|e| e.path())
             .filter(|p| {
-                matches!(p.extension().and_then(|e| e.to_str()), Some("conf" | "conflist" | "json"))
+                matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("conf" | "conflist" | "json")
+                )
             })
             .collect();
         files.sort();
@@ -83,8 +86,16 @@ impl ConfList {
     }
 
     fn plugins(&self) -> Result<Vec<Value>> {
-        let plugins = self.list.get("plugins").and_then(Value::as_array).context("conflist has no plugins")?;
-        let version = self.list.get("cniVersion").cloned().unwrap_or(json!("1.0.0"));
+        let plugins = self
+            .list
+            .get("plugins")
+            .and_then(Value::as_array)
+            .context("conflist has no plugins")?;
+        let version = self
+            .list
+            .get("cniVersion")
+            .cloned()
+            .unwrap_or(json!("1.0.0"));
         let name = self.list.get("name").cloned().unwrap_or(json!(""));
         Ok(plugins
             .iter()
@@ -110,7 +121,10 @@ impl ConfList {
             prev = Some(out);
         }
         let result = prev.context("empty plugin chain")?;
-        let ips = result.get("ips").and_then(Value::as_array).map_or(0, Vec::len);
+        let ips = result
+            .get("ips")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
         if ips == 0 {
             bail!("CNI ADD result has no IPs: {result}");
         }
@@ -148,7 +162,10 @@ pub fn result_ips(result: &Value) -> Vec<String> {
 }
 
 async fn invoke(rt: &CniRuntime, command: &str, conf: &Value) -> Result<Value> {
-    let ty = conf.get("type").and_then(Value::as_str).context("plugin without type")?;
+    let ty = conf
+        .get("type")
+        .and_then(Value::as_str)
+        .context("plugin without type")?;
     let bin = rt
         .bin_dirs
         .iter()
@@ -171,7 +188,9 @@ async fn invoke(rt: &CniRuntime, command: &str, conf: &Value) -> Result<Value> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = cmd.spawn().with_context(|| format!("spawning CNI plugin {ty}"))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("spawning CNI plugin {ty}"))?;
     let input = serde_json::to_vec(conf)?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(&input).await?;
@@ -192,7 +211,8 @@ async fn invoke(rt: &CniRuntime, command: &str, conf: &Value) -> Result<Value> {
     if command == "DEL" || stdout.trim().is_empty() {
         return Ok(Value::Null);
     }
-    serde_json::from_str(&stdout).with_context(|| format!("CNI {command} {ty} printed invalid JSON: {stdout}"))
+    serde_json::from_str(&stdout)
+        .with_context(|| format!("CNI {command} {ty} printed invalid JSON: {stdout}"))
 }
 
 /// The reference conflist for a node: bridge + host-local on the node's pod
@@ -224,10 +244,16 @@ mod tests {
     #[test]
     fn single_conf_is_wrapped_and_first_file_wins() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("20-b.conf"), r#"{"cniVersion":"1.0.0","name":"b","type":"bridge"}"#)
-            .expect("write");
-        std::fs::write(dir.path().join("10-a.conf"), r#"{"cniVersion":"0.4.0","name":"a","type":"ptp"}"#)
-            .expect("write");
+        std::fs::write(
+            dir.path().join("20-b.conf"),
+            r#"{"cniVersion":"1.0.0","name":"b","type":"bridge"}"#,
+        )
+        .expect("write");
+        std::fs::write(
+            dir.path().join("10-a.conf"),
+            r#"{"cniVersion":"0.4.0","name":"a","type":"ptp"}"#,
+        )
+        .expect("write");
         std::fs::write(dir.path().join("00-ignored.txt"), "nope").expect("write");
         let c = ConfList::load(dir.path()).expect("load").expect("found");
         assert_eq!(c.list["name"], "a");

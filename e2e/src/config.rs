@@ -110,7 +110,16 @@ impl Segment {
     pub fn v6(self, host: u8) -> Ipv6Addr {
         // fd00:250::11 for host 11: the decimal digits read as hex.
         let hex = |d: u16| u16::from_str_radix(&d.to_string(), 16).unwrap_or(0);
-        Ipv6Addr::new(0xfd00, hex(u16::from(self.net())), 0, 0, 0, 0, 0, hex(u16::from(host)))
+        Ipv6Addr::new(
+            0xfd00,
+            hex(u16::from(self.net())),
+            0,
+            0,
+            0,
+            0,
+            0,
+            hex(u16::from(host)),
+        )
     }
 
     /// The router (underlay namespace) address on this segment.
@@ -149,7 +158,9 @@ impl LabOptions {
                 .collect(),
             cni: CniMode::Reference,
             knet: false,
-            run_root: PathBuf::from(std::env::var("KNET_LAB_RUN_ROOT").unwrap_or_else(|_| DEFAULT_RUN_ROOT.into())),
+            run_root: PathBuf::from(
+                std::env::var("KNET_LAB_RUN_ROOT").unwrap_or_else(|_| DEFAULT_RUN_ROOT.into()),
+            ),
         }
     }
 }

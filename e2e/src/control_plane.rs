@@ -51,7 +51,12 @@ impl ControlPlane {
     /// advertising `advertise` (reachable from nodes via the forwarder).
     /// Returns once the apiserver is ready and the controller-manager has
     /// created the `default` ServiceAccount.
-    pub async fn start(dir: &Path, bins: &Bins, advertise: IpAddr, extra_sans: &[IpAddr]) -> Result<Self> {
+    pub async fn start(
+        dir: &Path,
+        bins: &Bins,
+        advertise: IpAddr,
+        extra_sans: &[IpAddr],
+    ) -> Result<Self> {
         let t0 = Instant::now();
         let mut sans: Vec<String> = [
             "DNS:localhost",
@@ -116,7 +121,11 @@ impl ControlPlane {
         children.push(spawn(apiserver, &logs, &pids, "kube-apiserver").await?);
 
         let admin_kubeconfig = dir.join("admin.kubeconfig");
-        write_kubeconfig(&admin_kubeconfig, &format!("https://127.0.0.1:{api_port}"), &pki)?;
+        write_kubeconfig(
+            &admin_kubeconfig,
+            &format!("https://127.0.0.1:{api_port}"),
+            &pki,
+        )?;
         let kc = p(&admin_kubeconfig);
         let kcm: Vec<OsString> = [
             p(&bins.get("kube-controller-manager")),
@@ -157,10 +166,15 @@ impl ControlPlane {
         children.push(spawn(kcm, &logs, &pids, "kube-controller-manager").await?);
         children.push(spawn(sched, &logs, &pids, "kube-scheduler").await?);
         let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
-        wait_for("the default ServiceAccount (controller-manager running)", READY_TIMEOUT, Duration::from_millis(200), || {
-            let sas = sas.clone();
-            async move { Ok(sas.get_opt("default").await?.map(|_| ())) }
-        })
+        wait_for(
+            "the default ServiceAccount (controller-manager running)",
+            READY_TIMEOUT,
+            Duration::from_millis(200),
+            || {
+                let sas = sas.clone();
+                async move { Ok(sas.get_opt("default").await?.map(|_| ())) }
+            },
+        )
         .await?;
         let startup = t0.elapsed();
         tracing::info!(?startup, "control plane ready");
@@ -198,11 +212,16 @@ async fn spawn(argv: Vec<OsString>, logs: &Path, pids: &Path, name: &str) -> Res
 }
 
 async fn wait_ready(client: &Client) -> Result<()> {
-    wait_for("apiserver /readyz", READY_TIMEOUT, Duration::from_millis(200), || async {
-        let req = http::Request::get("/readyz").body(Vec::new())?;
-        let text = client.request_text(req).await?;
-        Ok((text.trim() == "ok").then_some(()))
-    })
+    wait_for(
+        "apiserver /readyz",
+        READY_TIMEOUT,
+        Duration::from_millis(200),
+        || async {
+            let req = http::Request::get("/readyz").body(Vec::new())?;
+            let text = client.request_text(req).await?;
+            Ok((text.trim() == "ok").then_some(()))
+        },
+    )
     .await
 }
 

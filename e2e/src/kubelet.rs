@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -49,7 +49,9 @@ pub struct KubeletCtx {
 
 impl std::fmt::Debug for KubeletCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeletCtx").field("lab_id", &self.lab_id).finish_non_exhaustive()
+        f.debug_struct("KubeletCtx")
+            .field("lab_id", &self.lab_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -112,7 +114,12 @@ fn on_pod(ctx: &Arc<KubeletCtx>, pods: &Arc<Mutex<HashMap<String, PodEntry>>>, p
     let Some(node_name) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
         return;
     };
-    let Some(node) = ctx.nodes.read().ok().and_then(|n| n.get(&node_name).cloned()) else {
+    let Some(node) = ctx
+        .nodes
+        .read()
+        .ok()
+        .and_then(|n| n.get(&node_name).cloned())
+    else {
         return;
     };
     let Some(uid) = pod.uid() else { return };
@@ -165,7 +172,12 @@ fn spawn_pod(
     let delete_from_api = Arc::new(AtomicBool::new(delete));
     let uid = pod.uid().unwrap_or_default();
     let task = tokio::spawn({
-        let (ctx, pods, cancel, delete_from_api) = (ctx.clone(), pods.clone(), cancel.clone(), delete_from_api.clone());
+        let (ctx, pods, cancel, delete_from_api) = (
+            ctx.clone(),
+            pods.clone(),
+            cancel.clone(),
+            delete_from_api.clone(),
+        );
         async move {
             pod::lifecycle(ctx, pod, node, cancel, delete_from_api).await;
             if let Ok(mut map) = pods.lock() {

@@ -74,7 +74,8 @@ impl Lab {
             bail!("lab {} is already running (pid {})", opts.id, owner.pid);
         }
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("pids")).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir.join("pids"))
+            .with_context(|| format!("creating {}", dir.display()))?;
         let me = i32::try_from(std::process::id())?;
         PidRecord::of(me, "")?.write(&dir.join(OWNER_FILE))?;
         let guard = Guard {
@@ -89,8 +90,15 @@ impl Lab {
         let gw: IpAddr = Segment::A.gateway_v4().into();
         let cp = ControlPlane::start(&dir, &bins, gw, &[Segment::A.gateway_v6().into()]).await?;
         let client = control_plane::admin_client(&cp.admin_kubeconfig).await?;
-        for listen in [SocketAddr::new(gw, cp.api_port), SocketAddr::new(Segment::A.gateway_v6().into(), cp.api_port)] {
-            let task = forwarder::start(&underlay, listen, SocketAddr::from(([127, 0, 0, 1], cp.api_port)))?;
+        for listen in [
+            SocketAddr::new(gw, cp.api_port),
+            SocketAddr::new(Segment::A.gateway_v6().into(), cp.api_port),
+        ] {
+            let task = forwarder::start(
+                &underlay,
+                listen,
+                SocketAddr::from(([127, 0, 0, 1], cp.api_port)),
+            )?;
             guard.push(task);
         }
         let nodes: Arc<RwLock<BTreeMap<String, LabNode>>> = Arc::default();
@@ -121,7 +129,8 @@ impl Lab {
             nodes: nodes.clone(),
         };
         lab.kubelet = Some(Kubelet::start(Arc::new(ctx)));
-        lab.guard.push(tokio::spawn(heartbeat(lab.client.clone(), nodes)));
+        lab.guard
+            .push(tokio::spawn(heartbeat(lab.client.clone(), nodes)));
         if opts.knet {
             for spec in &specs {
                 lab.bootstrap_knet(&spec.name, None).await?.ok()?;
@@ -196,7 +205,10 @@ impl Lab {
 
     /// All nodes.
     pub fn nodes(&self) -> Vec<LabNode> {
-        self.nodes.read().map(|n| n.values().cloned().collect()).unwrap_or_default()
+        self.nodes
+            .read()
+            .map(|n| n.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Creates a node: namespace on its segment, Node object and Lease, pod
@@ -209,7 +221,12 @@ impl Lab {
             *h = h.checked_add(1).context("too many nodes on one segment")?;
             *h
         };
-        if self.nodes.read().map(|n| n.contains_key(&spec.name)).unwrap_or(false) {
+        if self
+            .nodes
+            .read()
+            .map(|n| n.contains_key(&spec.name))
+            .unwrap_or(false)
+        {
             bail!("node {} already exists", spec.name);
         }
         let mut node = LabNode::new(&self.prefix, &self.dir, &spec.name, spec.segment, host);
@@ -219,8 +236,15 @@ impl Lab {
         let cidr = node.wait_pod_cidr(&self.client, CIDR_TIMEOUT).await?;
         node.pod_cidr = Some(cidr.clone());
         if self.opts.cni == CniMode::Reference {
-            let conf = cni::reference_conflist(&cidr, &node.dir.join("cni-ipam"), &[POD_CIDR, SERVICE_CIDR, "172.31.250.0/23"]);
-            std::fs::write(node.cni_conf_dir.join("10-knetlab.conflist"), serde_json::to_vec_pretty(&conf)?)?;
+            let conf = cni::reference_conflist(
+                &cidr,
+                &node.dir.join("cni-ipam"),
+                &[POD_CIDR, SERVICE_CIDR, "172.31.250.0/23"],
+            );
+            std::fs::write(
+                node.cni_conf_dir.join("10-knetlab.conflist"),
+                serde_json::to_vec_pretty(&conf)?,
+            )?;
         }
         self.nodes
             .write()
@@ -242,33 +266,49 @@ impl Lab {
             Err(e) => return Err(e).context("creating namespace"),
         }
         let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), name);
-        wait_for("the namespace's default ServiceAccount", Duration::from_secs(30), Duration::from_millis(100), || {
-            let sas = sas.clone();
-            async move { Ok(sas.get_opt("default").await?.map(|_| ())) }
-        })
+        wait_for(
+            "the namespace's default ServiceAccount",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || {
+                let sas = sas.clone();
+                async move { Ok(sas.get_opt("default").await?.map(|_| ())) }
+            },
+        )
         .await
     }
 
     /// Applies multi-document YAML (see [`crate::apply::apply_yaml`]).
-    pub async fn apply_yaml(&self, yaml: &str, default_ns: &str) -> Result<Vec<kube::api::DynamicObject>> {
+    pub async fn apply_yaml(
+        &self,
+        yaml: &str,
+        default_ns: &str,
+    ) -> Result<Vec<kube::api::DynamicObject>> {
         crate::apply::apply_yaml(&self.client, yaml, default_ns).await
     }
 
     /// Waits until the pod is Ready and returns it.
     pub async fn wait_pod_ready(&self, ns: &str, name: &str, timeout: Duration) -> Result<Pod> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        wait_for(&format!("pod {ns}/{name} to be ready"), timeout, Duration::from_millis(200), || {
-            let pods = pods.clone();
-            async move {
-                let pod = pods.get(name).await?;
-                let ready = pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-                Ok(ready.then_some(pod))
-            }
-        })
+        wait_for(
+            &format!("pod {ns}/{name} to be ready"),
+            timeout,
+            Duration::from_millis(200),
+            || {
+                let pods = pods.clone();
+                async move {
+                    let pod = pods.get(name).await?;
+                    let ready = pod
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| {
+                            c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        });
+                    Ok(ready.then_some(pod))
+                }
+            },
+        )
         .await
     }
 
@@ -289,7 +329,10 @@ impl Lab {
             "startupMs": self.startup.as_millis(), "controlPlaneStartupMs": self.cp.startup.as_millis(),
             "cni": format!("{:?}", self.opts.cni), "knet": self.opts.knet, "nodes": nodes,
         });
-        std::fs::write(self.dir.join(STATE_FILE), serde_json::to_vec_pretty(&state)?)?;
+        std::fs::write(
+            self.dir.join(STATE_FILE),
+            serde_json::to_vec_pretty(&state)?,
+        )?;
         Ok(())
     }
 
@@ -310,7 +353,10 @@ impl Drop for Lab {
 
 impl std::fmt::Debug for Lab {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lab").field("id", &self.opts.id).field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Lab")
+            .field("id", &self.opts.id)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -342,13 +388,21 @@ impl Drop for Guard {
 }
 
 fn preflight(opts: &LabOptions) -> Result<()> {
-    if opts.id.is_empty() || opts.id.len() > 12 || !opts.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+    if opts.id.is_empty()
+        || opts.id.len() > 12
+        || !opts
+            .id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    {
         bail!("lab id {:?} must be 1-12 characters of [a-z0-9]", opts.id);
     }
     if !nix::unistd::geteuid().is_root() {
         bail!("the lab needs root (network namespaces, veths, cgroups)");
     }
-    for tool in ["ip", "openssl", "setpriv", "unshare", "curl", "socat", "nft"] {
+    for tool in [
+        "ip", "openssl", "setpriv", "unshare", "curl", "socat", "nft",
+    ] {
         if which(tool).is_none() {
             bail!("the lab needs `{tool}` on PATH");
         }
@@ -357,13 +411,17 @@ fn preflight(opts: &LabOptions) -> Result<()> {
 }
 
 fn which(tool: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(tool)).find(|p| p.is_file())
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
 }
 
 fn validate_node_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 40
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && name != "underlay"
         && !name.starts_with("pod-");
     if !ok {
@@ -380,8 +438,30 @@ async fn create_underlay(name: &str) -> Result<()> {
     for seg in [Segment::A, Segment::B] {
         let br = format!("br-{}", seg.tag());
         netns::ip(name, &["link", "add", &br, "type", "bridge"]).await?;
-        netns::ip(name, &["addr", "add", &format!("{}/24", seg.gateway_v4()), "dev", &br]).await?;
-        netns::ip(name, &["-6", "addr", "add", &format!("{}/64", seg.gateway_v6()), "dev", &br, "nodad"]).await?;
+        netns::ip(
+            name,
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", seg.gateway_v4()),
+                "dev",
+                &br,
+            ],
+        )
+        .await?;
+        netns::ip(
+            name,
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", seg.gateway_v6()),
+                "dev",
+                &br,
+                "nodad",
+            ],
+        )
+        .await?;
         netns::ip(name, &["link", "set", &br, "up"]).await?;
     }
     Ok(())
@@ -393,7 +473,10 @@ async fn heartbeat(client: Client, nodes: Arc<RwLock<BTreeMap<String, LabNode>>>
     loop {
         tokio::time::sleep(HEARTBEAT).await;
         beat += 1;
-        let list: Vec<LabNode> = nodes.read().map(|n| n.values().cloned().collect()).unwrap_or_default();
+        let list: Vec<LabNode> = nodes
+            .read()
+            .map(|n| n.values().cloned().collect())
+            .unwrap_or_default();
         for n in list {
             if let Err(error) = n.renew_lease(&client).await {
                 tracing::warn!(node = %n.name, error = format!("{error:#}"), "lease renewal failed");

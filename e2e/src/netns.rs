@@ -52,7 +52,9 @@ pub async fn add(name: &str) -> Result<()> {
     if exists(name) {
         bail!("network namespace {name} already exists");
     }
-    process::run(&["ip", "netns", "add", name], IP_TIMEOUT).await?.ok()?;
+    process::run(&["ip", "netns", "add", name], IP_TIMEOUT)
+        .await?
+        .ok()?;
     ip(name, &["link", "set", "lo", "up"]).await?;
     Ok(())
 }
@@ -64,7 +66,10 @@ pub fn del_sync(name: &str) -> Result<()> {
     }
     let out = process::run_sync(&["ip", "netns", "del", name])?;
     if !out.status.success() && exists(name) {
-        bail!("ip netns del {name}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip netns del {name}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -81,10 +86,14 @@ pub async fn ip(name: &str, args: &[&str]) -> Result<ExecOutput> {
 
 /// Sets a sysctl inside the namespace (net.* sysctls are per namespace).
 pub async fn sysctl(name: &str, key: &str, value: &str) -> Result<()> {
-    exec(name, &["sysctl", "-q", "-w", &format!("{key}={value}")], IP_TIMEOUT)
-        .await?
-        .ok()
-        .with_context(|| format!("sysctl {key}={value} in {name}"))?;
+    exec(
+        name,
+        &["sysctl", "-q", "-w", &format!("{key}={value}")],
+        IP_TIMEOUT,
+    )
+    .await?
+    .ok()
+    .with_context(|| format!("sysctl {key}={value} in {name}"))?;
     Ok(())
 }
 
@@ -111,7 +120,8 @@ pub fn bind_tcp(name: &str, addr: SocketAddr) -> Result<std::net::TcpListener> {
     let name = name.to_owned();
     std::thread::spawn(move || -> Result<std::net::TcpListener> {
         setns(&file, CloneFlags::CLONE_NEWNET).with_context(|| format!("entering netns {name}"))?;
-        let l = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr} in {name}"))?;
+        let l = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("binding {addr} in {name}"))?;
         l.set_nonblocking(true)?;
         Ok(l)
     })

@@ -70,20 +70,31 @@ impl LabNode {
             run_dir: dir.join("run"),
             cni_conf_dir: dir.join("cni/net.d"),
             cni_bin_dir: dir.join("cni/bin"),
-            cgroup: Path::new(CGROUP_ROOT).join(prefix.trim_end_matches('-')).join(name),
+            cgroup: Path::new(CGROUP_ROOT)
+                .join(prefix.trim_end_matches('-'))
+                .join(name),
             dir,
         }
     }
 
     /// `CNI_PATH` for the node: its own bin dir, then the reference plugins.
     pub fn cni_path(&self) -> Vec<PathBuf> {
-        vec![self.cni_bin_dir.clone(), "/usr/lib/cni".into(), "/opt/cni/bin".into()]
+        vec![
+            self.cni_bin_dir.clone(),
+            "/usr/lib/cni".into(),
+            "/opt/cni/bin".into(),
+        ]
     }
 
     /// Creates directories, the cgroup and the namespace wired to the
     /// underlay bridge of its segment (veth `v<host>` in the underlay).
     pub async fn create(&self, underlay: &str, host: u8) -> Result<()> {
-        for d in [&self.state_dir, &self.run_dir, &self.cni_conf_dir, &self.cni_bin_dir] {
+        for d in [
+            &self.state_dir,
+            &self.run_dir,
+            &self.cni_conf_dir,
+            &self.cni_bin_dir,
+        ] {
             std::fs::create_dir_all(d)?;
         }
         if let Err(error) = std::fs::create_dir_all(&self.cgroup) {
@@ -92,11 +103,42 @@ impl LabNode {
         netns::add(&self.netns).await?;
         let veth = format!("v{}{host}", self.segment.tag());
         let bridge = format!("br-{}", self.segment.tag());
-        netns::ip(underlay, &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &self.netns]).await?;
+        netns::ip(
+            underlay,
+            &[
+                "link",
+                "add",
+                &veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &self.netns,
+            ],
+        )
+        .await?;
         netns::ip(underlay, &["link", "set", &veth, "master", &bridge, "up"]).await?;
         let n = &self.netns;
-        netns::ip(n, &["addr", "add", &format!("{}/24", self.ipv4), "dev", "eth0"]).await?;
-        netns::ip(n, &["-6", "addr", "add", &format!("{}/64", self.ipv6), "dev", "eth0", "nodad"]).await?;
+        netns::ip(
+            n,
+            &["addr", "add", &format!("{}/24", self.ipv4), "dev", "eth0"],
+        )
+        .await?;
+        netns::ip(
+            n,
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", self.ipv6),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )
+        .await?;
         netns::ip(n, &["link", "set", "eth0", "up"]).await?;
         // The other segment is reached through the underlay router; nothing
         // else is routed (no default route: nothing leaves the machine).
@@ -139,10 +181,15 @@ impl LabNode {
         // within seconds, but a kubelet-reported Ready node needn't wait.
         let node = nodes.get(&self.name).await?;
         let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
-        let kept: Vec<_> = taints.iter().filter(|t| t.key != "node.kubernetes.io/not-ready").collect();
+        let kept: Vec<_> = taints
+            .iter()
+            .filter(|t| t.key != "node.kubernetes.io/not-ready")
+            .collect();
         if kept.len() != taints.len() {
             let patch = json!({"spec": {"taints": kept}});
-            nodes.patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            nodes
+                .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
         }
         Ok(())
     }
@@ -155,7 +202,8 @@ impl LabNode {
             json!({"type": t, "status": s, "reason": reason, "message": "knet lab node",
                    "lastHeartbeatTime": now, "lastTransitionTime": now})
         };
-        let resources = json!({"cpu": "8", "memory": "16Gi", "pods": "110", "ephemeral-storage": "100Gi"});
+        let resources =
+            json!({"cpu": "8", "memory": "16Gi", "pods": "110", "ephemeral-storage": "100Gi"});
         let status = json!({"status": {
             "addresses": [
                 {"type": "InternalIP", "address": self.ipv4.to_string()},
@@ -193,7 +241,11 @@ impl LabNode {
                      "renewTime": MicroTime(Timestamp::now())},
         });
         leases
-            .patch(&self.name, &PatchParams::apply("knet-lab").force(), &Patch::Apply(&lease))
+            .patch(
+                &self.name,
+                &PatchParams::apply("knet-lab").force(),
+                &Patch::Apply(&lease),
+            )
             .await
             .with_context(|| format!("renewing lease of node {}", self.name))?;
         Ok(())
@@ -216,5 +268,6 @@ impl LabNode {
 }
 
 fn kernel_version() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(|_| "unknown".into(), |s| s.trim().to_owned())
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned())
 }

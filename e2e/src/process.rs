@@ -71,7 +71,8 @@ impl ExecOutput {
 impl PidRecord {
     /// Records the running process `pid`, which must be alive.
     pub fn of(pid: i32, marker: &str) -> Result<Self> {
-        let start_time = start_time(pid).with_context(|| format!("process {pid} is not running"))?;
+        let start_time =
+            start_time(pid).with_context(|| format!("process {pid} is not running"))?;
         Ok(Self {
             pid,
             start_time,
@@ -99,7 +100,8 @@ impl PidRecord {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
         }
-        fs::write(path, serde_json::to_vec(self)?).with_context(|| format!("writing {}", path.display()))
+        fs::write(path, serde_json::to_vec(self)?)
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     /// Reads a record from `path`.
@@ -161,7 +163,9 @@ fn proc_state(pid: i32) -> Option<char> {
 
 /// Writes the pid file for a spawned child and returns the record.
 pub fn record_child(child: &Child, marker: &str, pid_file: &Path) -> Result<PidRecord> {
-    let pid = child.id().context("child exited before it could be recorded")?;
+    let pid = child
+        .id()
+        .context("child exited before it could be recorded")?;
     let rec = PidRecord::of(i32::try_from(pid)?, marker)?;
     rec.write(pid_file)?;
     Ok(rec)
@@ -225,7 +229,10 @@ pub fn stop_all(pid_dir: &Path, grace: Duration) -> usize {
     };
     let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
     // Pods and daemons (whose names sort first) before the control plane.
-    files.sort_by_key(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("cp-")));
+    files.sort_by_key(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("cp-"))
+    });
     let mut stopped = 0;
     for f in files {
         if f.extension() != Some(OsStr::new("pid")) {
@@ -290,7 +297,12 @@ pub fn run_sync<S: AsRef<OsStr>>(argv: &[S]) -> Result<std::process::Output> {
 
 /// Polls `f` every `every` until it returns `Ok(Some(_))`, failing after
 /// `timeout` with the last error or `what`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, every: Duration, mut f: F) -> Result<T>
+pub async fn wait_for<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut f: F,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Option<T>>>,
@@ -326,7 +338,10 @@ mod tests {
             start_time: rec.start_time + 1,
             ..rec.clone()
         };
-        assert!(!other.is_ours(), "a different start time is another process");
+        assert!(
+            !other.is_ours(),
+            "a different start time is another process"
+        );
         let wrong_marker = PidRecord {
             marker: "definitely-not-in-cmdline-xyz".into(),
             ..rec

@@ -37,7 +37,9 @@ pub struct Report {
 
 /// The owner of lab `dir`, if it is still running.
 pub fn live_owner(dir: &Path) -> Option<PidRecord> {
-    PidRecord::read(&dir.join(OWNER_FILE)).ok().filter(PidRecord::is_ours)
+    PidRecord::read(&dir.join(OWNER_FILE))
+        .ok()
+        .filter(PidRecord::is_ours)
 }
 
 /// Removes everything lab `id` created. Safe to call repeatedly.
@@ -50,7 +52,10 @@ pub fn teardown(run_root: &Path, id: &str) -> Report {
     };
     report.strays = kill_tagged(id);
     // Pods first, then nodes, then the underlay.
-    let mut names: Vec<String> = netns::list().into_iter().filter(|n| n.starts_with(&prefix)).collect();
+    let mut names: Vec<String> = netns::list()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
     names.sort_by_key(|n| {
         if n.contains("-pod-") {
             0
@@ -75,7 +80,13 @@ pub fn teardown(run_root: &Path, id: &str) -> Report {
     {
         tracing::warn!(%error, dir = %dir.display(), "could not remove run dir");
     }
-    tracing::info!(id, stopped = report.stopped, strays = report.strays, netns = report.netns.len(), "lab torn down");
+    tracing::info!(
+        id,
+        stopped = report.stopped,
+        strays = report.strays,
+        netns = report.netns.len(),
+        "lab torn down"
+    );
     report
 }
 
@@ -84,7 +95,10 @@ pub fn teardown(run_root: &Path, id: &str) -> Report {
 pub fn sweep_stale(run_root: &Path) -> Vec<String> {
     let mut ids = BTreeSet::new();
     if let Ok(entries) = fs::read_dir(run_root) {
-        for e in entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+        for e in entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        {
             if let Some(id) = e.file_name().to_str() {
                 ids.insert(id.to_owned());
             }
@@ -94,7 +108,10 @@ pub fn sweep_stale(run_root: &Path) -> Vec<String> {
     let etc_ids: Vec<String> = list_dir("/etc/netns");
     let cg_ids: Vec<String> = list_dir(CGROUP_ROOT);
     for name in netns_ids.iter().chain(&etc_ids).chain(&cg_ids) {
-        if let Some(id) = name.strip_prefix(PREFIX).map(|r| r.split('-').next().unwrap_or(r)) {
+        if let Some(id) = name
+            .strip_prefix(PREFIX)
+            .map(|r| r.split('-').next().unwrap_or(r))
+        {
             ids.insert(id.to_owned());
         }
     }
@@ -143,7 +160,11 @@ fn kill_tagged(id: &str) -> usize {
 
 fn list_dir(dir: &str) -> Vec<String> {
     fs::read_dir(dir)
-        .map(|rd| rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 

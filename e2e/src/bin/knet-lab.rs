@@ -108,7 +108,12 @@ fn options(cli: &Cli, a: &UpArgs) -> LabOptions {
 fn up(cli: &Cli, a: &UpArgs) -> Result<()> {
     let dir = cli.run_root.join(&cli.id);
     if let Some(owner) = sweep::live_owner(&dir) {
-        writeln!(std::io::stdout(), "lab {} already up (pid {})", cli.id, owner.pid)?;
+        writeln!(
+            std::io::stdout(),
+            "lab {} already up (pid {})",
+            cli.id,
+            owner.pid
+        )?;
         return env(cli);
     }
     let t0 = Instant::now();
@@ -146,7 +151,11 @@ fn up(cli: &Cli, a: &UpArgs) -> Result<()> {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            bail!("lab not ready after {} s; log:\n{}", a.timeout, tail(&log, 30));
+            bail!(
+                "lab not ready after {} s; log:\n{}",
+                a.timeout,
+                tail(&log, 30)
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -218,10 +227,15 @@ fn status(cli: &Cli) -> Result<()> {
         return Ok(());
     };
     let s = read_state(&dir).unwrap_or_default();
-    writeln!(out, "lab {}: up (pid {}), api https://127.0.0.1:{}", cli.id, owner.pid, s["apiPort"])?;
+    writeln!(
+        out,
+        "lab {}: up (pid {}), api https://127.0.0.1:{}",
+        cli.id, owner.pid, s["apiPort"]
+    )?;
     for n in s["nodes"].as_array().into_iter().flatten() {
         let name = n["name"].as_str().unwrap_or_default();
-        let knet = PidRecord::read(&dir.join("pids").join(format!("knet-{name}.pid"))).is_ok_and(|r| r.is_ours());
+        let knet = PidRecord::read(&dir.join("pids").join(format!("knet-{name}.pid")))
+            .is_ok_and(|r| r.is_ours());
         writeln!(
             out,
             "  {name}: netns {} ip {} / {} podCIDR {} knet {}",
@@ -233,7 +247,11 @@ fn status(cli: &Cli) -> Result<()> {
         )?;
     }
     let pods = std::fs::read_dir(dir.join("pids"))
-        .map(|rd| rd.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("pod-")).count())
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("pod-"))
+                .count()
+        })
         .unwrap_or(0);
     writeln!(out, "  {pods} pod processes")?;
     Ok(())
@@ -243,9 +261,17 @@ fn env(cli: &Cli) -> Result<()> {
     let dir = cli.run_root.join(&cli.id);
     let s = read_state(&dir).context("lab is not up")?;
     let mut out = std::io::stdout();
-    writeln!(out, "export KUBECONFIG={}", s["kubeconfig"].as_str().unwrap_or_default())?;
+    writeln!(
+        out,
+        "export KUBECONFIG={}",
+        s["kubeconfig"].as_str().unwrap_or_default()
+    )?;
     if let Ok(bins) = knet_e2e::bins::Bins::locate() {
-        writeln!(out, "export PATH={}:$PATH   # kubectl", bins.dir().display())?;
+        writeln!(
+            out,
+            "export PATH={}:$PATH   # kubectl",
+            bins.dir().display()
+        )?;
     }
     for n in s["nodes"].as_array().into_iter().flatten() {
         writeln!(
@@ -256,12 +282,17 @@ fn env(cli: &Cli) -> Result<()> {
             n["kubeconfig"].as_str().unwrap_or_default()
         )?;
     }
-    writeln!(out, "# underlay/router: ip netns exec {} bash", s["underlayNetns"].as_str().unwrap_or_default())?;
+    writeln!(
+        out,
+        "# underlay/router: ip netns exec {} bash",
+        s["underlayNetns"].as_str().unwrap_or_default()
+    )?;
     Ok(())
 }
 
 fn read_state(dir: &Path) -> Result<serde_json::Value> {
-    let data = std::fs::read(dir.join(STATE_FILE)).with_context(|| format!("reading {}", dir.join(STATE_FILE).display()))?;
+    let data = std::fs::read(dir.join(STATE_FILE))
+        .with_context(|| format!("reading {}", dir.join(STATE_FILE).display()))?;
     Ok(serde_json::from_slice(&data)?)
 }
 

@@ -79,7 +79,9 @@ pub async fn lifecycle(
         .spec
         .as_ref()
         .and_then(|s| s.termination_grace_period_seconds)
-        .map_or(MAX_GRACE, |g| Duration::from_secs(u64::try_from(g).unwrap_or(0)).min(MAX_GRACE));
+        .map_or(MAX_GRACE, |g| {
+            Duration::from_secs(u64::try_from(g).unwrap_or(0)).min(MAX_GRACE)
+        });
     if let Err(error) = cleanup(&sb, grace).await {
         tracing::warn!(pod = %key, error = format!("{error:#}"), "pod cleanup incomplete");
     }
@@ -115,7 +117,10 @@ async fn run(ctx: &Arc<KubeletCtx>, pod: &Pod, sb: &Sandbox) -> Result<()> {
         start_container(ctx, sb, &ips, i, &mut run, &tx).await?;
         runs.push(run);
     }
-    let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+    let restart_policy = spec
+        .restart_policy
+        .clone()
+        .unwrap_or_else(|| "Always".into());
     let view = PodView {
         ips: ips.clone(),
         host_ips: vec![sb.node.ipv4.to_string(), sb.node.ipv6.to_string()],
@@ -140,7 +145,9 @@ async fn run(ctx: &Arc<KubeletCtx>, pod: &Pod, sb: &Sandbox) -> Result<()> {
             last = Some(status);
         }
         let next_probe = runs.iter().filter_map(ContainerRun::next_due).min();
-        let wait = next_probe.map_or(Duration::from_secs(3600), |t| t.saturating_duration_since(Instant::now()));
+        let wait = next_probe.map_or(Duration::from_secs(3600), |t| {
+            t.saturating_duration_since(Instant::now())
+        });
         tokio::select! {
             Some((i, code)) = rx.recv() => {
                 let Some(run) = runs.get_mut(i) else { continue };
@@ -193,7 +200,10 @@ async fn setup_sandbox(ctx: &KubeletCtx, sb: &Sandbox) -> Result<Vec<String>> {
     let first = ips.first().cloned().unwrap_or_default();
     std::fs::write(
         etc.join("hosts"),
-        format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{first}\t{}\n", sb.name),
+        format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{first}\t{}\n",
+            sb.name
+        ),
     )?;
     Ok(ips)
 }
@@ -245,7 +255,8 @@ pub fn container_argv(c: &Container, agnhost: &std::path::Path) -> Result<Vec<Os
             }
         } else {
             for (i, a) in command.iter().enumerate() {
-                let is_agnhost = i == 0 && matches!(a.as_str(), "/agnhost" | "agnhost" | "/agnhost-2");
+                let is_agnhost =
+                    i == 0 && matches!(a.as_str(), "/agnhost" | "agnhost" | "/agnhost-2");
                 argv.push(if is_agnhost { agnhost.into() } else { a.into() });
             }
         }
@@ -254,7 +265,10 @@ pub fn container_argv(c: &Container, agnhost: &std::path::Path) -> Result<Vec<Os
     }
     argv.extend(args.iter().map(OsString::from));
     if argv.is_empty() {
-        bail!("container {} has no command (only agnhost images have a default)", c.name);
+        bail!(
+            "container {} has no command (only agnhost images have a default)",
+            c.name
+        );
     }
     Ok(argv)
 }
@@ -289,7 +303,10 @@ async fn start_container(
     let mut env = vec![
         (LAB_ENV.to_owned(), ctx.lab_id.clone()),
         ("KNETLAB_POD".to_owned(), sb.uid.clone()),
-        ("KUBERNETES_SERVICE_HOST".to_owned(), API_SERVICE_IP.to_owned()),
+        (
+            "KUBERNETES_SERVICE_HOST".to_owned(),
+            API_SERVICE_IP.to_owned(),
+        ),
         ("KUBERNETES_SERVICE_PORT".to_owned(), "443".to_owned()),
         ("HOSTNAME".to_owned(), sb.name.clone()),
     ];
@@ -310,7 +327,10 @@ async fn start_container(
         env.push((e.name.clone(), value));
     }
     let log = sb.dir.join(format!("{}.log", c.name));
-    let pid_file = ctx.dir.join("pids").join(format!("pod-{}-{}.pid", sb.uid, c.name));
+    let pid_file = ctx
+        .dir
+        .join("pids")
+        .join(format!("pod-{}-{}.pid", sb.uid, c.name));
     let (mut child, rec) = process::spawn_daemon(argv, log, pid_file, marker, env).await?;
     tracing::info!(pod = %sb.name, container = %c.name, pid = rec.pid, "container started");
     run.started(rec);
@@ -324,14 +344,21 @@ async fn start_container(
 
 /// Stops containers, runs CNI DEL, deletes the namespace and its /etc/netns.
 async fn cleanup(sb: &Sandbox, grace: Duration) -> Result<()> {
-    let pid_dir = sb.dir.parent().and_then(|p| p.parent()).map(|d| d.join("pids"));
+    let pid_dir = sb
+        .dir
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|d| d.join("pids"));
     if let Some(pid_dir) = pid_dir {
         let prefix = format!("pod-{}-", sb.uid);
         let files: Vec<PathBuf> = std::fs::read_dir(&pid_dir)
             .map(|rd| {
                 rd.flatten()
                     .map(|e| e.path())
-                    .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
+                    .filter(|p| {
+                        p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -358,7 +385,9 @@ async fn cleanup(sb: &Sandbox, grace: Duration) -> Result<()> {
             None => ConfList::load(&sb.node.cni_conf_dir)?,
         };
         if let Some(conf) = conf {
-            result = conf.del(&cni_runtime(sb), cached.as_ref().map(|c| &c["result"])).await;
+            result = conf
+                .del(&cni_runtime(sb), cached.as_ref().map(|c| &c["result"]))
+                .await;
         }
     }
     netns::del_sync(&sb.netns)?;
@@ -384,14 +413,29 @@ mod tests {
     #[test]
     fn agnhost_images_run_the_agnhost_binary() {
         let a = std::path::Path::new("/bin/agnhost");
-        let argv = container_argv(&ctr("registry.k8s.io/e2e-test-images/agnhost:2.53", None, Some(&["netexec"])), a)
-            .expect("argv");
+        let argv = container_argv(
+            &ctr(
+                "registry.k8s.io/e2e-test-images/agnhost:2.53",
+                None,
+                Some(&["netexec"]),
+            ),
+            a,
+        )
+        .expect("argv");
         assert_eq!(argv, vec![OsString::from("/bin/agnhost"), "netexec".into()]);
         let argv = container_argv(&ctr("agnhost", None, None), a).expect("argv");
         assert_eq!(argv, vec![OsString::from("/bin/agnhost"), "pause".into()]);
-        let argv = container_argv(&ctr("agnhost", Some(&["/agnhost", "serve-hostname"]), None), a).expect("argv");
-        assert_eq!(argv, vec![OsString::from("/bin/agnhost"), "serve-hostname".into()]);
-        let argv = container_argv(&ctr("busybox", Some(&["sleep"]), Some(&["9"])), a).expect("argv");
+        let argv = container_argv(
+            &ctr("agnhost", Some(&["/agnhost", "serve-hostname"]), None),
+            a,
+        )
+        .expect("argv");
+        assert_eq!(
+            argv,
+            vec![OsString::from("/bin/agnhost"), "serve-hostname".into()]
+        );
+        let argv =
+            container_argv(&ctr("busybox", Some(&["sleep"]), Some(&["9"])), a).expect("argv");
         assert_eq!(argv, vec![OsString::from("sleep"), "9".into()]);
         assert!(container_argv(&ctr("busybox", None, None), a).is_err());
     }

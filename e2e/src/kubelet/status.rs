@@ -80,7 +80,10 @@ impl ContainerRun {
 
     /// Its process exited with `code` (None: killed by a signal).
     pub fn exited(&mut self, code: Option<i32>) {
-        let started = self.running_since.take().unwrap_or_else(|| Time(Timestamp::now()));
+        let started = self
+            .running_since
+            .take()
+            .unwrap_or_else(|| Time(Timestamp::now()));
         self.last_exit = Some((code, started, Time(Timestamp::now())));
         self.ready = false;
         self.probe_next = None;
@@ -91,7 +94,10 @@ impl ContainerRun {
     pub fn should_restart(&self, policy: &str) -> bool {
         match policy {
             "Never" => false,
-            "OnFailure" => self.last_exit.as_ref().is_some_and(|(c, _, _)| *c != Some(0)),
+            "OnFailure" => self
+                .last_exit
+                .as_ref()
+                .is_some_and(|(c, _, _)| *c != Some(0)),
             _ => true,
         }
     }
@@ -109,7 +115,9 @@ impl ContainerRun {
 
     /// Records a probe result.
     pub fn probed(&mut self, ok: bool) {
-        let Some(p) = &self.spec.readiness_probe else { return };
+        let Some(p) = &self.spec.readiness_probe else {
+            return;
+        };
         let period = u64::try_from(p.period_seconds.unwrap_or(10).max(1)).unwrap_or(10);
         self.probe_next = Some(Instant::now() + Duration::from_secs(period));
         if ok {
@@ -154,16 +162,22 @@ impl ContainerRun {
 pub fn render(view: &PodView, runs: &[ContainerRun], ready_since: &Time) -> Value {
     let all_ready = runs.iter().all(|r| r.ready);
     let any_running = runs.iter().any(|r| r.running_since.is_some());
-    let all_done = runs.iter().all(|r| r.running_since.is_none() && r.last_exit.is_some());
+    let all_done = runs
+        .iter()
+        .all(|r| r.running_since.is_none() && r.last_exit.is_some());
     let phase = if any_running || !all_done || view.restart_policy == "Always" {
         "Running"
-    } else if runs.iter().all(|r| r.last_exit.as_ref().is_some_and(|(c, _, _)| *c == Some(0))) {
+    } else if runs
+        .iter()
+        .all(|r| r.last_exit.as_ref().is_some_and(|(c, _, _)| *c == Some(0)))
+    {
         "Succeeded"
     } else {
         "Failed"
     };
     let b = |v: bool| if v { "True" } else { "False" };
-    let cond = |t: &str, s: &str, at: &Time| json!({"type": t, "status": s, "lastTransitionTime": at});
+    let cond =
+        |t: &str, s: &str, at: &Time| json!({"type": t, "status": s, "lastTransitionTime": at});
     let start = &view.start_time;
     json!({"status": {
         "phase": phase,

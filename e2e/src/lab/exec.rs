@@ -19,7 +19,12 @@ use crate::sweep::LAB_ENV;
 impl Lab {
     /// Runs `argv` inside network namespace `netns` (killed after `timeout`).
     /// The process is tagged as the lab's, so teardown finds strays.
-    pub async fn exec_in(&self, netns_name: &str, argv: &[&str], timeout: Duration) -> Result<ExecOutput> {
+    pub async fn exec_in(
+        &self,
+        netns_name: &str,
+        argv: &[&str],
+        timeout: Duration,
+    ) -> Result<ExecOutput> {
         if !netns::exists(netns_name) {
             bail!("network namespace {netns_name} does not exist");
         }
@@ -34,7 +39,12 @@ impl Lab {
     }
 
     /// Runs `argv` inside node `node`'s namespace.
-    pub async fn exec_node(&self, node: &str, argv: &[&str], timeout: Duration) -> Result<ExecOutput> {
+    pub async fn exec_node(
+        &self,
+        node: &str,
+        argv: &[&str],
+        timeout: Duration,
+    ) -> Result<ExecOutput> {
         let ns = self.node(node)?.netns;
         self.exec_in(&ns, argv, timeout).await
     }
@@ -42,7 +52,10 @@ impl Lab {
     /// The network namespace of pod `ns/name` (which must be running here).
     pub async fn pod_netns(&self, ns: &str, name: &str) -> Result<String> {
         let pods: Api<Pod> = Api::namespaced(self.client(), ns);
-        let pod = pods.get(name).await.with_context(|| format!("getting pod {ns}/{name}"))?;
+        let pod = pods
+            .get(name)
+            .await
+            .with_context(|| format!("getting pod {ns}/{name}"))?;
         let uid = pod.uid().context("pod without uid")?;
         let netns_name = pod_netns_name(&self.prefix, &uid);
         if !netns::exists(&netns_name) {
@@ -53,7 +66,13 @@ impl Lab {
 
     /// Runs `argv` inside pod `ns/name`'s namespace; it sees the pod's
     /// resolv.conf and hosts files.
-    pub async fn exec_pod(&self, ns: &str, name: &str, argv: &[&str], timeout: Duration) -> Result<ExecOutput> {
+    pub async fn exec_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        argv: &[&str],
+        timeout: Duration,
+    ) -> Result<ExecOutput> {
         let netns_name = self.pod_netns(ns, name).await?;
         self.exec_in(&netns_name, argv, timeout).await
     }
@@ -63,7 +82,11 @@ impl Lab {
     pub async fn curl(&self, netns_name: &str, url: &str, timeout: Duration) -> Result<String> {
         let max = timeout.as_secs().max(1).to_string();
         let out = self
-            .exec_in(netns_name, &["curl", "-sS", "--fail", "--max-time", &max, url], timeout + Duration::from_secs(2))
+            .exec_in(
+                netns_name,
+                &["curl", "-sS", "--fail", "--max-time", &max, url],
+                timeout + Duration::from_secs(2),
+            )
             .await?
             .ok()
             .with_context(|| format!("curl {url} from {netns_name}"))?;
@@ -71,27 +94,68 @@ impl Lab {
     }
 
     /// `curl` from inside pod `ns/name`.
-    pub async fn curl_from_pod(&self, ns: &str, name: &str, url: &str, timeout: Duration) -> Result<String> {
+    pub async fn curl_from_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<String> {
         let netns_name = self.pod_netns(ns, name).await?;
         self.curl(&netns_name, url, timeout).await
     }
 
     /// `dig +short` for `name` (record type `qtype`) from inside pod
     /// `ns/name`, using the pod's resolv.conf (search list applies).
-    pub async fn dig_from_pod(&self, ns: &str, pod: &str, name: &str, qtype: &str) -> Result<Vec<String>> {
+    pub async fn dig_from_pod(
+        &self,
+        ns: &str,
+        pod: &str,
+        name: &str,
+        qtype: &str,
+    ) -> Result<Vec<String>> {
         let out = self
-            .exec_pod(ns, pod, &["dig", "+short", "+search", "+time=2", "+tries=1", name, qtype], Duration::from_secs(10))
+            .exec_pod(
+                ns,
+                pod,
+                &[
+                    "dig", "+short", "+search", "+time=2", "+tries=1", name, qtype,
+                ],
+                Duration::from_secs(10),
+            )
             .await?
             .ok()?;
-        Ok(out.stdout.lines().map(str::to_owned).filter(|l| !l.is_empty()).collect())
+        Ok(out
+            .stdout
+            .lines()
+            .map(str::to_owned)
+            .filter(|l| !l.is_empty())
+            .collect())
     }
 
     /// Whether a TCP connection to `host:port` succeeds from `netns_name`.
-    pub async fn tcp_connect(&self, netns_name: &str, host: &str, port: u16, timeout: Duration) -> Result<bool> {
-        let host = if host.contains(':') { format!("[{host}]") } else { host.to_owned() };
-        let target = format!("TCP:{host}:{port},connect-timeout={}", timeout.as_secs().max(1));
+    pub async fn tcp_connect(
+        &self,
+        netns_name: &str,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<bool> {
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        let target = format!(
+            "TCP:{host}:{port},connect-timeout={}",
+            timeout.as_secs().max(1)
+        );
         let out = self
-            .exec_in(netns_name, &["socat", "-u", "OPEN:/dev/null", &target], timeout + Duration::from_secs(2))
+            .exec_in(
+                netns_name,
+                &["socat", "-u", "OPEN:/dev/null", &target],
+                timeout + Duration::from_secs(2),
+            )
             .await?;
         Ok(out.success())
     }

@@ -60,7 +60,10 @@ impl Lab {
         )
         .await?;
         tracing::info!(node, pid = rec.pid, "knet daemon started");
-        self.knet.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert(node.to_owned(), child);
+        self.knet
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .insert(node.to_owned(), child);
         Ok(())
     }
 
@@ -74,7 +77,11 @@ impl Lab {
                 .context("stopping knet")?;
             let _ = std::fs::remove_file(&pid_file);
         }
-        let child = self.knet.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.remove(node);
+        let child = self
+            .knet
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .remove(node);
         if let Some(mut c) = child {
             let _ = tokio::time::timeout(Duration::from_secs(5), c.wait()).await;
         }
@@ -83,7 +90,8 @@ impl Lab {
 
     /// Whether knet's daemon on `node` is running.
     pub fn knet_running(&self, node: &str) -> bool {
-        PidRecord::read(&self.dir.join("pids").join(format!("knet-{node}.pid"))).is_ok_and(|r| r.is_ours())
+        PidRecord::read(&self.dir.join("pids").join(format!("knet-{node}.pid")))
+            .is_ok_and(|r| r.is_ours())
     }
 }
 

@@ -15,14 +15,20 @@ pub async fn sync(lab: &Lab) -> Result<()> {
     let nodes = lab.nodes();
     for n in &nodes {
         let Some(cidr) = &n.pod_cidr else { continue };
-        netns::ip(&lab.underlay, &["route", "replace", cidr, "via", &n.ipv4.to_string()]).await?;
+        netns::ip(
+            &lab.underlay,
+            &["route", "replace", cidr, "via", &n.ipv4.to_string()],
+        )
+        .await?;
     }
     if lab.opts.cni != CniMode::Reference {
         return Ok(());
     }
     for n in &nodes {
         for other in nodes.iter().filter(|o| o.name != n.name) {
-            let Some(cidr) = &other.pod_cidr else { continue };
+            let Some(cidr) = &other.pod_cidr else {
+                continue;
+            };
             let via = if other.segment == n.segment {
                 other.ipv4.to_string()
             } else {

@@ -16,10 +16,19 @@ use libtest_mimic::Failed;
 use super::{Harness, TestFn};
 
 pub const TESTS: &[(&str, TestFn)] = &[
-    ("control_plane_answers_version", control_plane_answers_version),
+    (
+        "control_plane_answers_version",
+        control_plane_answers_version,
+    ),
     ("warm_start_is_under_30s", warm_start_is_under_30s),
-    ("nodes_get_pod_cidrs_and_stay_ready", nodes_get_pod_cidrs_and_stay_ready),
-    ("api_reachable_from_nodes_via_forwarder", api_reachable_from_nodes_via_forwarder),
+    (
+        "nodes_get_pod_cidrs_and_stay_ready",
+        nodes_get_pod_cidrs_and_stay_ready,
+    ),
+    (
+        "api_reachable_from_nodes_via_forwarder",
+        api_reachable_from_nodes_via_forwarder,
+    ),
     ("second_segment_is_routed", second_segment_is_routed),
 ];
 
@@ -27,7 +36,11 @@ fn control_plane_answers_version(h: &Harness) -> Result<(), Failed> {
     let lab = h.lab()?;
     h.run(async {
         let v = lab.client().apiserver_version().await?;
-        ensure!(v.git_version.starts_with("v1.37."), "apiserver version {}", v.git_version);
+        ensure!(
+            v.git_version.starts_with("v1.37."),
+            "apiserver version {}",
+            v.git_version
+        );
         Ok(())
     })
 }
@@ -55,23 +68,56 @@ fn nodes_get_pod_cidrs_and_stay_ready(h: &Harness) -> Result<(), Failed> {
         let mut seen = Vec::new();
         for n in lab.nodes() {
             let node = nodes.get(&n.name).await?;
-            let cidr: Ipv4Net = node.spec.and_then(|s| s.pod_cidr).context("no podCIDR")?.parse()?;
-            ensure!(cluster.contains(&cidr) && cidr.prefix_len() == 24, "node {} podCIDR {cidr}", n.name);
+            let cidr: Ipv4Net = node
+                .spec
+                .and_then(|s| s.pod_cidr)
+                .context("no podCIDR")?
+                .parse()?;
+            ensure!(
+                cluster.contains(&cidr) && cidr.prefix_len() == 24,
+                "node {} podCIDR {cidr}",
+                n.name
+            );
             ensure!(!seen.contains(&cidr), "podCIDR {cidr} given twice");
             seen.push(cidr);
             let status = node.status.context("no status")?;
-            let ready = status.conditions.unwrap_or_default().into_iter().any(|c| c.type_ == "Ready" && c.status == "True");
+            let ready = status
+                .conditions
+                .unwrap_or_default()
+                .into_iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
             ensure!(ready, "node {} not Ready", n.name);
-            let ips: Vec<String> = status.addresses.unwrap_or_default().into_iter().map(|a| a.address).collect();
-            ensure!(ips.contains(&n.ipv4.to_string()) && ips.contains(&n.ipv6.to_string()), "addresses {ips:?}");
+            let ips: Vec<String> = status
+                .addresses
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| a.address)
+                .collect();
+            ensure!(
+                ips.contains(&n.ipv4.to_string()) && ips.contains(&n.ipv6.to_string()),
+                "addresses {ips:?}"
+            );
         }
         ensure!(seen.len() >= 2, "expected at least 2 nodes");
         // Leases are renewed by the lab's heartbeat.
         let leases: Api<Lease> = Api::namespaced(lab.client(), "kube-node-lease");
-        let before = leases.get("node-1").await?.spec.and_then(|s| s.renew_time).context("no renewTime")?;
+        let before = leases
+            .get("node-1")
+            .await?
+            .spec
+            .and_then(|s| s.renew_time)
+            .context("no renewTime")?;
         tokio::time::sleep(Duration::from_secs(6)).await;
-        let after = leases.get("node-1").await?.spec.and_then(|s| s.renew_time).context("no renewTime")?;
-        ensure!(after.0 > before.0, "lease not renewed ({before:?} -> {after:?})");
+        let after = leases
+            .get("node-1")
+            .await?
+            .spec
+            .and_then(|s| s.renew_time)
+            .context("no renewTime")?;
+        ensure!(
+            after.0 > before.0,
+            "lease not renewed ({before:?} -> {after:?})"
+        );
         Ok(())
     })
 }
@@ -82,18 +128,51 @@ fn api_reachable_from_nodes_via_forwarder(h: &Harness) -> Result<(), Failed> {
         let n = lab.node("node-1")?;
         let url = format!("{}/version", lab.node_api_url());
         let out = lab
-            .exec_node(&n.name, &["curl", "-sS", "--cacert", "/dev/null", "-k", "--max-time", "5", &url], Duration::from_secs(10))
+            .exec_node(
+                &n.name,
+                &[
+                    "curl",
+                    "-sS",
+                    "--cacert",
+                    "/dev/null",
+                    "-k",
+                    "--max-time",
+                    "5",
+                    &url,
+                ],
+                Duration::from_secs(10),
+            )
             .await?
             .ok()?;
-        ensure!(out.stdout.contains("v1.37."), "unexpected /version: {}", out.stdout);
+        ensure!(
+            out.stdout.contains("v1.37."),
+            "unexpected /version: {}",
+            out.stdout
+        );
         // The node's kubeconfig works from inside the node.
         let kubectl = lab.bins().get("kubectl");
         let kc = n.kubeconfig.display().to_string();
         let k = kubectl.display().to_string();
         let out = lab
-            .exec_node(&n.name, &[&k, "--kubeconfig", &kc, "get", "node", &n.name, "-o", "name"], Duration::from_secs(20))
+            .exec_node(
+                &n.name,
+                &[
+                    &k,
+                    "--kubeconfig",
+                    &kc,
+                    "get",
+                    "node",
+                    &n.name,
+                    "-o",
+                    "name",
+                ],
+                Duration::from_secs(20),
+            )
             .await?;
-        ensure!(out.success() && out.stdout.trim() == format!("node/{}", n.name), "kubectl in node: {out:?}");
+        ensure!(
+            out.success() && out.stdout.trim() == format!("node/{}", n.name),
+            "kubectl in node: {out:?}"
+        );
         Ok(())
     })
 }
@@ -101,18 +180,48 @@ fn api_reachable_from_nodes_via_forwarder(h: &Harness) -> Result<(), Failed> {
 fn second_segment_is_routed(h: &Harness) -> Result<(), Failed> {
     let lab = h.lab()?;
     h.run(async {
-        let b = lab.add_node(NodeSpec { name: "segb-1".into(), segment: Segment::B }).await?;
+        let b = lab
+            .add_node(NodeSpec {
+                name: "segb-1".into(),
+                segment: Segment::B,
+            })
+            .await?;
         let a = lab.node("node-1")?;
-        ensure!(b.ipv4.to_string().starts_with("172.31.251."), "segment B address {}", b.ipv4);
+        ensure!(
+            b.ipv4.to_string().starts_with("172.31.251."),
+            "segment B address {}",
+            b.ipv4
+        );
         for target in [IpAddr::from(a.ipv4), IpAddr::from(a.ipv6)] {
             let t = target.to_string();
-            let out = lab.exec_node(&b.name, &["ping", "-c", "1", "-W", "2", &t], Duration::from_secs(5)).await?;
-            ensure!(out.success(), "segment B node cannot reach {t}: {}", out.stdout);
+            let out = lab
+                .exec_node(
+                    &b.name,
+                    &["ping", "-c", "1", "-W", "2", &t],
+                    Duration::from_secs(5),
+                )
+                .await?;
+            ensure!(
+                out.success(),
+                "segment B node cannot reach {t}: {}",
+                out.stdout
+            );
         }
         // No default route anywhere: nothing can leave the lab.
         for n in [&a.name, &b.name] {
-            let out = lab.exec_node(n, &["ip", "route", "show", "default"], Duration::from_secs(5)).await?.ok()?;
-            ensure!(out.stdout.trim().is_empty(), "node {n} has a default route: {}", out.stdout);
+            let out = lab
+                .exec_node(
+                    n,
+                    &["ip", "route", "show", "default"],
+                    Duration::from_secs(5),
+                )
+                .await?
+                .ok()?;
+            ensure!(
+                out.stdout.trim().is_empty(),
+                "node {n} has a default route: {}",
+                out.stdout
+            );
         }
         Ok(())
     })

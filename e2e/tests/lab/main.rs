@@ -34,7 +34,9 @@ impl Harness {
         self.lab
             .get_or_init(|| {
                 let id = format!("t{}", std::process::id());
-                self.rt.block_on(Lab::start(LabOptions::new(&id, 2))).map_err(|e| format!("{e:#}"))
+                self.rt
+                    .block_on(Lab::start(LabOptions::new(&id, 2)))
+                    .map_err(|e| format!("{e:#}"))
             })
             .as_ref()
             .map_err(|e| Failed::from(format!("the lab did not start: {e}")))
@@ -42,7 +44,9 @@ impl Harness {
 
     /// Runs a test body on the harness runtime.
     pub fn run<F: Future<Output = anyhow::Result<()>>>(&self, f: F) -> Result<(), Failed> {
-        self.rt.block_on(f).map_err(|e| Failed::from(format!("{e:#}")))
+        self.rt
+            .block_on(f)
+            .map_err(|e| Failed::from(format!("{e:#}")))
     }
 }
 
@@ -52,7 +56,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KNET_LAB_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,kube_client=off")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -60,7 +64,7 @@ fn main() -> ExitCode {
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("no tokio runtime: {e}");
+            tracing::error!(%e, "no tokio runtime");
             return ExitCode::FAILURE;
         }
     };
@@ -83,7 +87,7 @@ fn main() -> ExitCode {
                 lab.teardown();
             }
         }
-        Err(_) => eprintln!("shared lab still referenced; it is swept on the next start"),
+        Err(_) => tracing::error!("shared lab still referenced; it is swept on the next start"),
     }
     conclusion.exit_code()
 }

@@ -10,8 +10,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use knet_e2e::lab::Lab;
 use knet_e2e::netns;
 use knet_e2e::process::wait_for;
-use kube::api::{DeleteParams, ListParams};
 use kube::Api;
+use kube::api::{DeleteParams, ListParams};
 use libtest_mimic::Failed;
 
 use super::{AGNHOST, Harness, TestFn};
@@ -19,8 +19,14 @@ use super::{AGNHOST, Harness, TestFn};
 pub const TESTS: &[(&str, TestFn)] = &[
     ("pod_to_pod_on_one_node", pod_to_pod_on_one_node),
     ("pod_to_pod_across_nodes", pod_to_pod_across_nodes),
-    ("pods_reach_the_api_via_the_forwarder", pods_reach_the_api_via_the_forwarder),
-    ("service_endpointslices_hold_ready_pods_only", service_endpointslices_hold_ready_pods_only),
+    (
+        "pods_reach_the_api_via_the_forwarder",
+        pods_reach_the_api_via_the_forwarder,
+    ),
+    (
+        "service_endpointslices_hold_ready_pods_only",
+        service_endpointslices_hold_ready_pods_only,
+    ),
     ("deleted_pod_is_cleaned_up", deleted_pod_is_cleaned_up),
 ];
 
@@ -28,7 +34,11 @@ const READY: Duration = Duration::from_secs(60);
 
 /// A pod running agnhost with `args` on `node`, plus extra container YAML.
 fn pod(name: &str, node: &str, labels: &str, args: &[&str], extra: &str) -> String {
-    let args = args.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+    let args = args
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{{labels}}}\nspec:\n  \
          nodeSelector: {{kubernetes.io/hostname: {node}}}\n  terminationGracePeriodSeconds: 2\n  containers:\n  \
@@ -42,27 +52,51 @@ async fn pod_ip(lab: &Lab, ns: &str, name: &str) -> anyhow::Result<String> {
 }
 
 /// Client and server pods; checks HTTP, agnhost connect, and a closed port.
-async fn check_pod_to_pod(lab: &Lab, ns: &str, server_node: &str, client_node: &str) -> anyhow::Result<()> {
+async fn check_pod_to_pod(
+    lab: &Lab,
+    ns: &str,
+    server_node: &str,
+    client_node: &str,
+) -> anyhow::Result<()> {
     lab.create_namespace(ns).await?;
     let yaml = format!(
         "{}\n---\n{}",
-        pod("server", server_node, "app: server", &["netexec", "--http-port=8080"], ""),
+        pod(
+            "server",
+            server_node,
+            "app: server",
+            &["netexec", "--http-port=8080"],
+            ""
+        ),
         pod("client", client_node, "app: client", &["pause"], "")
     );
     lab.apply_yaml(&yaml, ns).await?;
     let ip = pod_ip(lab, ns, "server").await?;
     pod_ip(lab, ns, "client").await?;
-    let host = lab.curl_from_pod(ns, "client", &format!("http://{ip}:8080/hostname"), Duration::from_secs(5)).await?;
+    let host = lab
+        .curl_from_pod(
+            ns,
+            "client",
+            &format!("http://{ip}:8080/hostname"),
+            Duration::from_secs(5),
+        )
+        .await?;
     ensure!(host.trim() == "server", "server answered hostname {host:?}");
     let agnhost = lab.bins().get("agnhost").display().to_string();
     let target = format!("{ip}:8080");
-    lab.exec_pod(ns, "client", &[&agnhost, "connect", &target, "--timeout=5s"], Duration::from_secs(10))
-        .await?
-        .ok()
-        .context("agnhost connect")?;
+    lab.exec_pod(
+        ns,
+        "client",
+        &[&agnhost, "connect", &target, "--timeout=5s"],
+        Duration::from_secs(10),
+    )
+    .await?
+    .ok()
+    .context("agnhost connect")?;
     let client_ns = lab.pod_netns(ns, "client").await?;
     ensure!(
-        !lab.tcp_connect(&client_ns, &ip, 8081, Duration::from_secs(2)).await?,
+        !lab.tcp_connect(&client_ns, &ip, 8081, Duration::from_secs(2))
+            .await?,
         "a closed port accepted a connection"
     );
     Ok(())
@@ -74,16 +108,47 @@ fn pod_to_pod_on_one_node(h: &Harness) -> Result<(), Failed> {
         let ns = "p2p-same";
         check_pod_to_pod(lab, ns, "node-1", "node-1").await?;
         // The pod sees the cluster resolv.conf and its own hostname.
-        let out = lab.exec_pod(ns, "client", &["cat", "/etc/resolv.conf"], Duration::from_secs(5)).await?.ok()?;
-        ensure!(out.stdout.contains("nameserver 10.152.183.10"), "resolv.conf: {}", out.stdout);
-        ensure!(out.stdout.contains("search p2p-same.svc.cluster.local svc.cluster.local cluster.local"), "{}", out.stdout);
+        let out = lab
+            .exec_pod(
+                ns,
+                "client",
+                &["cat", "/etc/resolv.conf"],
+                Duration::from_secs(5),
+            )
+            .await?
+            .ok()?;
+        ensure!(
+            out.stdout.contains("nameserver 10.152.183.10"),
+            "resolv.conf: {}",
+            out.stdout
+        );
+        ensure!(
+            out.stdout
+                .contains("search p2p-same.svc.cluster.local svc.cluster.local cluster.local"),
+            "{}",
+            out.stdout
+        );
         ensure!(out.stdout.contains("options ndots:5"), "{}", out.stdout);
         // The pod IP is on the pod's eth0, from node-1's pod CIDR.
         let pods: Api<Pod> = Api::namespaced(lab.client(), ns);
-        let ip: std::net::Ipv4Addr = pods.get("client").await?.status.and_then(|s| s.pod_ip).context("ip")?.parse()?;
+        let ip: std::net::Ipv4Addr = pods
+            .get("client")
+            .await?
+            .status
+            .and_then(|s| s.pod_ip)
+            .context("ip")?
+            .parse()?;
         let cidr: ipnet::Ipv4Net = lab.node("node-1")?.pod_cidr.context("cidr")?.parse()?;
         ensure!(cidr.contains(&ip), "pod ip {ip} outside {cidr}");
-        let out = lab.exec_pod(ns, "client", &["ip", "-4", "-o", "addr", "show", "eth0"], Duration::from_secs(5)).await?.ok()?;
+        let out = lab
+            .exec_pod(
+                ns,
+                "client",
+                &["ip", "-4", "-o", "addr", "show", "eth0"],
+                Duration::from_secs(5),
+            )
+            .await?
+            .ok()?;
         ensure!(out.stdout.contains(&ip.to_string()), "eth0: {}", out.stdout);
         Ok(())
     })
@@ -99,10 +164,22 @@ fn pods_reach_the_api_via_the_forwarder(h: &Harness) -> Result<(), Failed> {
     h.run(async {
         let ns = "api-access";
         lab.create_namespace(ns).await?;
-        lab.apply_yaml(&pod("caller", "node-2", "app: caller", &["pause"], ""), ns).await?;
+        lab.apply_yaml(&pod("caller", "node-2", "app: caller", &["pause"], ""), ns)
+            .await?;
         lab.wait_pod_ready(ns, "caller", READY).await?;
         let out = lab
-            .exec_pod(ns, "caller", &["curl", "-sSk", "--max-time", "5", &format!("{}/version", lab.node_api_url())], Duration::from_secs(10))
+            .exec_pod(
+                ns,
+                "caller",
+                &[
+                    "curl",
+                    "-sSk",
+                    "--max-time",
+                    "5",
+                    &format!("{}/version", lab.node_api_url()),
+                ],
+                Duration::from_secs(10),
+            )
             .await?
             .ok()?;
         ensure!(out.stdout.contains("v1.37."), "{}", out.stdout);
@@ -167,20 +244,33 @@ fn deleted_pod_is_cleaned_up(h: &Harness) -> Result<(), Failed> {
     h.run(async {
         let ns = "pod-delete";
         lab.create_namespace(ns).await?;
-        lab.apply_yaml(&pod("victim", "node-1", "app: victim", &["pause"], ""), ns).await?;
+        lab.apply_yaml(&pod("victim", "node-1", "app: victim", &["pause"], ""), ns)
+            .await?;
         lab.wait_pod_ready(ns, "victim", READY).await?;
         let netns_name = lab.pod_netns(ns, "victim").await?;
         let pods: Api<Pod> = Api::namespaced(lab.client(), ns);
         pods.delete("victim", &DeleteParams::default()).await?;
-        wait_for("the pod object to go", Duration::from_secs(30), Duration::from_millis(200), || {
-            let pods = pods.clone();
-            async move { Ok(pods.get_opt("victim").await?.is_none().then_some(())) }
-        })
+        wait_for(
+            "the pod object to go",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || {
+                let pods = pods.clone();
+                async move { Ok(pods.get_opt("victim").await?.is_none().then_some(())) }
+            },
+        )
         .await?;
-        ensure!(!netns::exists(&netns_name), "pod netns {netns_name} left behind");
+        ensure!(
+            !netns::exists(&netns_name),
+            "pod netns {netns_name} left behind"
+        );
         let leftover = std::fs::read_dir(lab.dir().join("pids"))?
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().contains(netns_name.rsplit("pod-").next().unwrap_or("?")))
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .contains(netns_name.rsplit("pod-").next().unwrap_or("?"))
+            })
             .count();
         ensure!(leftover == 0, "pid files left for the deleted pod");
         Ok(())

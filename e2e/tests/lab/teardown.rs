@@ -16,7 +16,10 @@ use libtest_mimic::Failed;
 use super::{AGNHOST, Harness, TestFn};
 
 pub const TESTS: &[(&str, TestFn)] = &[
-    ("teardown_after_down_leaves_nothing", teardown_after_down_leaves_nothing),
+    (
+        "teardown_after_down_leaves_nothing",
+        teardown_after_down_leaves_nothing,
+    ),
     ("killed_lab_is_swept", killed_lab_is_swept),
 ];
 
@@ -25,10 +28,15 @@ fn run_root() -> PathBuf {
 }
 
 fn knet_lab(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_knet-lab")).args(args).output()?;
+    let out = Command::new(env!("CARGO_BIN_EXE_knet-lab"))
+        .args(args)
+        .output()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
-        bail!("knet-lab {args:?} failed: {text} {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "knet-lab {args:?} failed: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(text)
 }
@@ -37,25 +45,47 @@ fn knet_lab(args: &[&str]) -> anyhow::Result<String> {
 async fn up_with_pod(id: &str) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let out = knet_lab(&["--id", id, "up", "--nodes", "1"])?;
-    ensure!(out.contains("export KUBECONFIG="), "up printed no env: {out}");
+    ensure!(
+        out.contains("export KUBECONFIG="),
+        "up printed no env: {out}"
+    );
     let client = admin_client(&run_root().join(id).join("admin.kubeconfig")).await?;
     let pod = format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers:\n  - {{name: c, image: {AGNHOST}, args: [pause]}}\n"
     );
-    let sas: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> = kube::Api::namespaced(client.clone(), "default");
-    wait_for("default SA", Duration::from_secs(30), Duration::from_millis(100), || {
-        let sas = sas.clone();
-        async move { Ok(sas.get_opt("default").await?.map(|_| ())) }
-    })
+    let sas: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        kube::Api::namespaced(client.clone(), "default");
+    wait_for(
+        "default SA",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let sas = sas.clone();
+            async move { Ok(sas.get_opt("default").await?.map(|_| ())) }
+        },
+    )
     .await?;
     apply::apply_yaml(&client, &pod, "default").await?;
     let prefix = lab_prefix(id);
-    wait_for("the pod sandbox", Duration::from_secs(60), Duration::from_millis(200), || {
-        let prefix = prefix.clone();
-        async move { Ok(netns::list().iter().any(|n| n.starts_with(&format!("{prefix}pod-"))).then_some(())) }
-    })
+    wait_for(
+        "the pod sandbox",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let prefix = prefix.clone();
+            async move {
+                Ok(netns::list()
+                    .iter()
+                    .any(|n| n.starts_with(&format!("{prefix}pod-")))
+                    .then_some(()))
+            }
+        },
+    )
     .await?;
-    ensure!(!sweep::tagged_processes(id).is_empty(), "no tagged lab processes while up");
+    ensure!(
+        !sweep::tagged_processes(id).is_empty(),
+        "no tagged lab processes while up"
+    );
     tracing::info!(id, elapsed = ?t0.elapsed(), "second lab up with a pod");
     Ok(())
 }
@@ -64,14 +94,41 @@ async fn up_with_pod(id: &str) -> anyhow::Result<()> {
 fn assert_clean(id: &str, before: &Inventory) -> anyhow::Result<()> {
     let prefix = lab_prefix(id);
     let after = Inventory::take()?;
-    let mine = |v: &[String]| v.iter().filter(|n| n.starts_with(&prefix)).cloned().collect::<Vec<_>>();
-    ensure!(mine(&after.netns).is_empty(), "namespaces left: {:?}", mine(&after.netns));
-    ensure!(mine(&after.etc_netns).is_empty(), "/etc/netns entries left: {:?}", mine(&after.etc_netns));
-    ensure!(mine(&after.cgroups).is_empty(), "cgroups left: {:?}", mine(&after.cgroups));
+    let mine = |v: &[String]| {
+        v.iter()
+            .filter(|n| n.starts_with(&prefix))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    ensure!(
+        mine(&after.netns).is_empty(),
+        "namespaces left: {:?}",
+        mine(&after.netns)
+    );
+    ensure!(
+        mine(&after.etc_netns).is_empty(),
+        "/etc/netns entries left: {:?}",
+        mine(&after.etc_netns)
+    );
+    ensure!(
+        mine(&after.cgroups).is_empty(),
+        "cgroups left: {:?}",
+        mine(&after.cgroups)
+    );
     let procs = sweep::tagged_processes(id);
     ensure!(procs.is_empty(), "lab processes left: {procs:?}");
-    ensure!(after.host_links == before.host_links, "host links changed: {:?} -> {:?}", before.host_links, after.host_links);
-    ensure!(after.nft == before.nft, "host nftables ruleset changed:\n{}\n->\n{}", before.nft, after.nft);
+    ensure!(
+        after.host_links == before.host_links,
+        "host links changed: {:?} -> {:?}",
+        before.host_links,
+        after.host_links
+    );
+    ensure!(
+        after.nft == before.nft,
+        "host nftables ruleset changed:\n{}\n->\n{}",
+        before.nft,
+        after.nft
+    );
     ensure!(!run_root().join(id).exists(), "run dir left");
     Ok(())
 }
@@ -100,21 +157,32 @@ fn killed_lab_is_swept(h: &Harness) -> Result<(), Failed> {
         if let Ok(o) = &owner
             && o.is_ours()
         {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(o.pid), nix::sys::signal::Signal::SIGKILL)?;
-            wait_for("the lab process to die", Duration::from_secs(10), Duration::from_millis(50), || async {
-                Ok((!o.is_ours()).then_some(()))
-            })
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(o.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )?;
+            wait_for(
+                "the lab process to die",
+                Duration::from_secs(10),
+                Duration::from_millis(50),
+                || async { Ok((!o.is_ours()).then_some(())) },
+            )
             .await?;
         }
         // The crash left namespaces behind; the next start's sweep removes them.
-        let left = netns::list().iter().filter(|n| n.starts_with(&lab_prefix(&id))).count();
+        let left = netns::list()
+            .iter()
+            .filter(|n| n.starts_with(&lab_prefix(&id)))
+            .count();
         let swept = sweep::sweep_stale(&run_root());
         let _ = std::fs::remove_file(run_root().join(format!("{id}.log")));
         result?;
         owner.context("no owner file")?;
-        ensure!(left > 0, "expected leftovers after a kill (none found: was the lab up?)");
+        ensure!(
+            left > 0,
+            "expected leftovers after a kill (none found: was the lab up?)"
+        );
         ensure!(swept.contains(&id), "sweep did not pick up {id}: {swept:?}");
         assert_clean(&id, &before)
     })
 }
-
