@@ -149,7 +149,7 @@ impl DaemonRouter {
                 for id in &ids {
                     new.set_enabled(*id, on);
                 }
-                new.validate()?;
+                // check_update (in update) validates, naming dependants first on a disable.
                 Ok(new)
             })
             .await;
