@@ -1,1 +1,23 @@
-//! (placeholder while the crate is written)
+//! knet's `dns` feature: cluster DNS served in-process on every node, with no DNS pods.
+//!
+//! Owns the cluster zone's answer logic ([`answer`]), the in-memory index of Services,
+//! EndpointSlices, Namespaces and Pods it answers from ([`index`]), the hickory-server based
+//! server that answers the zone and forwards everything else to upstream resolvers with a cache,
+//! health checks and loop detection, the listening address on the node (the cluster DNS Service
+//! IP, added to `lo`), and the `kube-system/knet-dns` Service that reserves that IP.
+//!
+//! It must not touch other features' kernel objects, and never imports another feature.
+
+pub mod answer;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fixture;
+pub mod index;
+
+/// Errors of the dns feature.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration cannot be used.
+    #[error("invalid dns config: {0}")]
+    Config(String),
+}
