@@ -1,0 +1,163 @@
+//! Systemd mode: `/etc/systemd/system/knet.service` and `systemctl enable --now knet`.
+//!
+//! Inside the snap (`SNAP_NAME` set) the snap's own `daemon` service is enabled instead of
+//! writing a unit: snapd owns that unit file.
+
+use std::path::Path;
+use std::time::Duration;
+
+use knet_core::paths::Paths;
+
+use super::{DaemonState, SYSTEMD_UNIT_NAME};
+use crate::command;
+use crate::{BootstrapError, fsutil};
+
+/// Where the unit goes.
+pub(crate) const UNIT_PATH: &str = "/etc/systemd/system/knet.service";
+/// How long one `systemctl` call may take.
+const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The unit file text for `<knet> <args...>`.
+pub fn systemd_unit(knet: &Path, args: &[String]) -> String {
+    let exec: Vec<String> = std::iter::once(knet.display().to_string())
+        .chain(args.iter().cloned())
+        .map(|a| quote(&a))
+        .collect();
+    format!(
+        "# Written by `knet bootstrap`; `knet reset` removes it.
+[Unit]
+Description=knet node networking daemon
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=simple
+ExecStart={}
+Restart=always
+RestartSec=2
+LimitNOFILE=1048576
+
+[Install]
+WantedBy=multi-user.target
+",
+        exec.join(" ")
+    )
+}
+
+/// Writes (if changed), enables and starts the unit; restarts it when the unit changed.
+pub(super) fn start(knet: &Path, args: &[String]) -> Result<DaemonState, BootstrapError> {
+    if let Ok(snap) = std::env::var("SNAP_NAME") {
+        let unit = format!("snap.{snap}.daemon.service");
+        systemctl(&["enable", "--now", &unit])?;
+        return Ok(DaemonState::Systemd {
+            unit,
+            changed: false,
+        });
+    }
+    let text = systemd_unit(knet, args);
+    let path = Path::new(UNIT_PATH);
+    let existed = path.exists();
+    let changed = !fsutil::same_content(path, text.as_bytes());
+    if changed {
+        fsutil::write_atomic(path, text.as_bytes(), 0o644)?;
+        systemctl(&["daemon-reload"])?;
+    }
+    systemctl(&["enable", "--now", SYSTEMD_UNIT_NAME])?;
+    if changed && existed {
+        systemctl(&["restart", SYSTEMD_UNIT_NAME])?;
+    }
+    Ok(DaemonState::Systemd {
+        unit: SYSTEMD_UNIT_NAME.to_owned(),
+        changed,
+    })
+}
+
+/// Disables and removes the unit, but only if it is this node's (its ExecStart names this
+/// state dir): on a machine with several nodes, resetting one leaves the host's unit alone.
+pub(crate) fn stop_systemd_unit(paths: &Paths) -> Result<bool, BootstrapError> {
+    let path = Path::new(UNIT_PATH);
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(false);
+    };
+    let flag = format!(
+        " --state-dir {} ",
+        quote(&paths.state_dir.display().to_string())
+    );
+    let ours = text
+        .lines()
+        .any(|l| l.starts_with("ExecStart=") && l.contains(&flag));
+    if !ours {
+        return Ok(false);
+    }
+    if super::systemd_running() {
+        systemctl(&["disable", "--now", SYSTEMD_UNIT_NAME])?;
+    }
+    fsutil::remove_if_exists(path)?;
+    if super::systemd_running() {
+        systemctl(&["daemon-reload"])?;
+    }
+    Ok(true)
+}
+
+fn systemctl(args: &[&str]) -> Result<(), BootstrapError> {
+    let mut argv = vec!["systemctl"];
+    argv.extend_from_slice(args);
+    let result = command::run(&argv, SYSTEMCTL_TIMEOUT);
+    match &result {
+        Ok(o) if o.success => Ok(()),
+        _ => Err(BootstrapError::Command {
+            command: argv.join(" "),
+            reason: command::describe(&result),
+        }),
+    }
+}
+
+/// Quotes an ExecStart word if it needs it (systemd splits on whitespace, honours `"..."`
+/// with backslash escapes, and expands `%` and `$`).
+fn quote(word: &str) -> String {
+    let escaped = word.replace('%', "%%").replace('$', "$$");
+    if escaped.is_empty()
+        || escaped
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '\\')
+    {
+        format!("\"{}\"", escaped.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        escaped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_runs_the_daemon_with_the_same_flags_and_restarts_always() {
+        let args: Vec<String> = [
+            "daemon",
+            "--state-dir",
+            "/var/lib/knet",
+            "--node-name",
+            "n 1",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let unit = systemd_unit(Path::new("/usr/local/bin/knet"), &args);
+        assert!(unit.contains(
+            "\nExecStart=/usr/local/bin/knet daemon --state-dir /var/lib/knet --node-name \"n 1\"\n"
+        ), "{unit}");
+        assert!(unit.contains("\nRestart=always\n"));
+        assert!(unit.contains("\nWantedBy=multi-user.target\n"));
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote("plain"), "plain");
+        assert_eq!(quote("a b"), "\"a b\"");
+        assert_eq!(quote("50%"), "50%%");
+        assert_eq!(quote("$HOME"), "$$HOME");
+        assert_eq!(quote("say \"hi\""), "\"say \\\"hi\\\"\"");
+        assert_eq!(quote(""), "\"\"");
+    }
+}
