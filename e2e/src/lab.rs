@@ -133,8 +133,13 @@ impl Lab {
             .push(tokio::spawn(heartbeat(lab.client.clone(), nodes)));
         if opts.knet {
             for spec in &specs {
-                lab.bootstrap_knet(&spec.name, None).await?.ok()?;
-                lab.start_knet_daemon(&spec.name).await?;
+                lab.bootstrap_knet(&spec.name, None)
+                    .await?
+                    .ok()
+                    .with_context(|| format!("knet bootstrap on {}", spec.name))?;
+                if !lab.knet_running(&spec.name) {
+                    lab.start_knet_daemon(&spec.name).await?;
+                }
             }
         }
         lab.startup = t0.elapsed();

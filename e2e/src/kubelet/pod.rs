@@ -43,6 +43,8 @@ struct Sandbox {
     netns: String,
     dir: PathBuf,
     node: LabNode,
+    /// `spec.hostNetwork`: runs in the node's namespace, no CNI.
+    host_network: bool,
 }
 
 /// Runs the pod until cancelled, then cleans up and (if asked) deletes it.
@@ -57,10 +59,23 @@ pub async fn lifecycle(
     let sb = Sandbox {
         ns: pod.namespace().unwrap_or_default(),
         name: pod.name_any(),
+        host_network: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false),
         netns: pod_netns_name(&ctx.prefix, &uid),
         dir: ctx.dir.join("pods").join(&uid),
         uid,
         node,
+    };
+    let sb = if sb.host_network {
+        Sandbox {
+            netns: sb.node.netns.clone(),
+            ..sb
+        }
+    } else {
+        sb
     };
     let key = format!("{}/{}", sb.ns, sb.name);
     tokio::select! {
@@ -176,6 +191,9 @@ async fn run(ctx: &Arc<KubeletCtx>, pod: &Pod, sb: &Sandbox) -> Result<()> {
 /// Creates the namespace, runs CNI ADD and writes resolv.conf/hosts.
 async fn setup_sandbox(ctx: &KubeletCtx, sb: &Sandbox) -> Result<Vec<String>> {
     std::fs::create_dir_all(&sb.dir)?;
+    if sb.host_network {
+        return Ok(vec![sb.node.ipv4.to_string(), sb.node.ipv6.to_string()]);
+    }
     if !netns::exists(&sb.netns) {
         netns::add(&sb.netns).await?;
     }
@@ -295,7 +313,15 @@ async fn start_container(
         script.into(),
         "knetlab-pod".into(),
         sb.node.cgroup.clone().into(),
-        sb.name.chars().take(63).collect::<String>().into(),
+        if sb.host_network {
+            &sb.node.name
+        } else {
+            &sb.name
+        }
+        .chars()
+        .take(63)
+        .collect::<String>()
+        .into(),
     ];
     inner.extend(cmd);
     let argv = netns::exec_argv(&sb.netns, &inner);
@@ -373,6 +399,10 @@ async fn cleanup(sb: &Sandbox, grace: Duration) -> Result<()> {
         .await?;
     }
     let mut result = Ok(());
+    if sb.host_network {
+        let _ = std::fs::remove_dir_all(&sb.dir);
+        return result;
+    }
     if netns::exists(&sb.netns) {
         let cached: Option<Value> = std::fs::read(sb.dir.join("cni.json"))
             .ok()

@@ -57,6 +57,12 @@ impl Lab {
             .await
             .with_context(|| format!("getting pod {ns}/{name}"))?;
         let uid = pod.uid().context("pod without uid")?;
+        let spec = pod.spec.as_ref().context("pod without spec")?;
+        if spec.host_network == Some(true) {
+            return Ok(self
+                .node(spec.node_name.as_deref().context("pod not bound")?)?
+                .netns);
+        }
         let netns_name = pod_netns_name(&self.prefix, &uid);
         if !netns::exists(&netns_name) {
             bail!("pod {ns}/{name} has no sandbox (yet?)");

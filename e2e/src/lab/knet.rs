@@ -19,11 +19,26 @@ const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(120);
 // === impl Lab ===
 
 impl Lab {
-    /// Runs `knet bootstrap` on `node`, with `config` (YAML) as `--file` if
-    /// given. Returns its output; check `.ok()` for success.
+    /// Runs `knet bootstrap` on `node` as an operator would, with `config`
+    /// (YAML) as `--file` if given. Bootstrap starts the daemon itself
+    /// (detached); the lab adopts it (pid file `pids/knet-<node>.pid`) so
+    /// [`Lab::stop_knet_daemon`] and teardown stop it. Returns bootstrap's
+    /// output; check `.ok()` for success.
     pub async fn bootstrap_knet(&self, node: &str, config: Option<&str>) -> Result<ExecOutput> {
+        self.bootstrap_knet_with(node, config, &[]).await
+    }
+
+    /// [`Lab::bootstrap_knet`] with extra flags, e.g. `--no-start` (then
+    /// start the daemon with [`Lab::start_knet_daemon`]).
+    pub async fn bootstrap_knet_with(
+        &self,
+        node: &str,
+        config: Option<&str>,
+        extra: &[&str],
+    ) -> Result<ExecOutput> {
         let n = self.node(node)?;
         let mut args = node_flags(&n);
+        args.extend(extra.iter().map(OsString::from));
         if let Some(cfg) = config {
             let file = n.dir.join("knet-bootstrap.yaml");
             std::fs::write(&file, cfg)?;
@@ -41,7 +56,31 @@ impl Lab {
             .stderr(std::process::Stdio::piped());
         let out = process::run_command(cmd, BOOTSTRAP_TIMEOUT).await?;
         tracing::info!(node, code = ?out.code, "knet bootstrap ran");
+        self.adopt_knet_daemon(&n)?;
         Ok(out)
+    }
+
+    /// Records the daemon `knet bootstrap` started (its pid file is
+    /// `<run-dir>/knet-daemon.pid`) as the lab's, if it runs.
+    fn adopt_knet_daemon(&self, n: &LabNode) -> Result<()> {
+        let Ok(text) = std::fs::read_to_string(n.run_dir.join("knet-daemon.pid")) else {
+            return Ok(());
+        };
+        let Ok(pid) = text.trim().parse::<i32>() else {
+            return Ok(());
+        };
+        let Ok(rec) = PidRecord::of(pid, "knet") else {
+            return Ok(());
+        };
+        if rec.is_ours() {
+            rec.write(&self.knet_pid_file(&n.name))?;
+            tracing::info!(node = %n.name, pid, "adopted the daemon knet bootstrap started");
+        }
+        Ok(())
+    }
+
+    fn knet_pid_file(&self, node: &str) -> std::path::PathBuf {
+        self.dir.join("pids").join(format!("knet-{node}.pid"))
     }
 
     /// Starts `knet daemon` on `node` (log: `<node dir>/knet.log`).
@@ -54,7 +93,7 @@ impl Lab {
         let (child, rec) = process::spawn_daemon(
             full,
             n.dir.join("knet.log"),
-            self.dir.join("pids").join(format!("knet-{node}.pid")),
+            self.knet_pid_file(node),
             "knet".into(),
             vec![(LAB_ENV.into(), self.id().into())],
         )
@@ -70,7 +109,7 @@ impl Lab {
     /// Stops `knet daemon` on `node` (SIGTERM, SIGKILL after 10 s); a no-op
     /// when it is not running.
     pub async fn stop_knet_daemon(&self, node: &str) -> Result<()> {
-        let pid_file = self.dir.join("pids").join(format!("knet-{node}.pid"));
+        let pid_file = self.knet_pid_file(node);
         if let Ok(rec) = PidRecord::read(&pid_file) {
             tokio::task::spawn_blocking(move || rec.stop(Duration::from_secs(10)))
                 .await

@@ -28,6 +28,10 @@ pub const TESTS: &[(&str, TestFn)] = &[
         service_endpointslices_hold_ready_pods_only,
     ),
     ("deleted_pod_is_cleaned_up", deleted_pod_is_cleaned_up),
+    (
+        "host_network_pod_uses_the_node_address",
+        host_network_pod_uses_the_node_address,
+    ),
 ];
 
 const READY: Duration = Duration::from_secs(60);
@@ -273,6 +277,56 @@ fn deleted_pod_is_cleaned_up(h: &Harness) -> Result<(), Failed> {
             })
             .count();
         ensure!(leftover == 0, "pid files left for the deleted pod");
+        Ok(())
+    })
+}
+
+fn host_network_pod_uses_the_node_address(h: &Harness) -> Result<(), Failed> {
+    let lab = h.lab()?;
+    h.run(async {
+        let ns = "hostnet";
+        lab.create_namespace(ns).await?;
+        let yaml = pod(
+            "hn",
+            "node-2",
+            "app: hn",
+            &["netexec", "--http-port=8091"],
+            "",
+        )
+        .replace("  nodeSelector:", "  hostNetwork: true\n  nodeSelector:");
+        lab.apply_yaml(&yaml, ns).await?;
+        let ip = pod_ip(lab, ns, "hn").await?;
+        let node2 = lab.node("node-2")?;
+        ensure!(
+            ip == node2.ipv4.to_string(),
+            "hostNetwork pod IP {ip}, node IP {}",
+            node2.ipv4
+        );
+        let node1 = lab.node("node-1")?;
+        let body = lab
+            .curl(
+                &node1.netns,
+                &format!("http://{ip}:8091/hostname"),
+                Duration::from_secs(5),
+            )
+            .await?;
+        ensure!(body.trim() == "node-2", "hostname {body:?}");
+        let pods: Api<Pod> = Api::namespaced(lab.client(), ns);
+        pods.delete("hn", &DeleteParams::default()).await?;
+        wait_for(
+            "the pod object to go",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || {
+                let pods = pods.clone();
+                async move { Ok(pods.get_opt("hn").await?.is_none().then_some(())) }
+            },
+        )
+        .await?;
+        ensure!(
+            netns::exists(&node2.netns),
+            "deleting a hostNetwork pod removed the node namespace"
+        );
         Ok(())
     })
 }
