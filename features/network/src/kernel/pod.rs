@@ -216,7 +216,7 @@ pub async fn check_pod(node: &Netlink, w: &PodWiring) -> Result<Vec<String>, Ker
     if !link_is_up(&link) {
         problems.push(format!("the pod interface {} is down", w.pod_if));
     }
-    if link_mtu(&link).is_some_and(|m| m != w.mtu) {
+    if w.mtu != 0 && link_mtu(&link).is_some_and(|m| m != w.mtu) {
         problems.push(format!("the pod interface {} has the wrong MTU", w.pod_if));
     }
     let addrs = addresses_on(ph, idx).await?;
