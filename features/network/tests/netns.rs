@@ -274,3 +274,124 @@ async fn gc_reclaims_what_the_runtime_no_longer_knows() {
     assert!(h.addresses_of("g1", "eth0").expect("lookup").is_empty());
     assert_eq!(node.host_veths().len(), 1);
 }
+
+/// The child side of the kill -9 test: ADDs pods until it is killed. Runs only when the parent
+/// test starts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "started by kill_9_during_an_add_storm_leaks_and_duplicates_nothing"]
+async fn storm_child() {
+    let (Ok(store), Ok(node), Ok(pods)) = (
+        std::env::var("KNET_STORM_STORE"),
+        std::env::var("KNET_STORM_NODE"),
+        std::env::var("KNET_STORM_PODS"),
+    ) else {
+        return;
+    };
+    let node = harness::Ns { name: node };
+    let (h, _net) = handler_in(&node, std::path::Path::new(&store)).await;
+    std::mem::forget(node); // the parent owns (and deletes) the namespace
+    let pods: Vec<String> = pods.split(',').map(str::to_owned).collect();
+    for chunk in pods.chunks(4) {
+        let adds = chunk.iter().map(|name| {
+            let h = h.clone();
+            let req = request(
+                Command::Add,
+                name,
+                &format!("/var/run/netns/{name}"),
+                conf("1.1.0", "/x"),
+            );
+            tokio::spawn(async move { h.call(req).await })
+        });
+        futures::future::join_all(adds).await;
+    }
+    // Done before the kill: wait (bounded) to be killed.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_an_add_storm_leaks_and_duplicates_nothing() {
+    if !privileged() {
+        return;
+    }
+    const N: usize = 40;
+    let node = Ns::node();
+    let pods: Vec<Ns> = (0..N).map(|_| Ns::create("pod")).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let names: Vec<String> = pods.iter().map(|p| p.name.clone()).collect();
+    let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .args(["--exact", "storm_child", "--ignored", "--test-threads=1"])
+        .env("KNET_STORM_STORE", &store)
+        .env("KNET_STORM_NODE", &node.name)
+        .env("KNET_STORM_PODS", names.join(","))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn child");
+    // Kill it mid-storm: once some pods are wired, or after a bounded wait.
+    for _ in 0..600 {
+        if node.host_veths().len() >= N / 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+
+    let (h, _net) = handler_in(&node, &store).await;
+    h.reconcile().await.expect("reconcile");
+    let veths: HashSet<String> = node.host_veths().into_iter().collect();
+    let mut owners_of_veth: HashMap<String, String> = HashMap::new();
+    let mut held: HashSet<String> = HashSet::new();
+    for name in &names {
+        let ips = h.addresses_of(name, "eth0").expect("lookup");
+        let veth = knet_network::kernel::host_veth_name(name, "eth0");
+        if ips.is_empty() {
+            assert!(!veths.contains(&veth), "{veth} exists without addresses");
+            continue;
+        }
+        // No leak: every address left belongs to a pod whose veth exists.
+        assert!(
+            veths.contains(&veth),
+            "{name} holds {ips:?} but has no veth"
+        );
+        for ip in ips {
+            assert!(held.insert(ip.to_string()), "{ip} held twice");
+            owners_of_veth.insert(ip.to_string(), veth.clone());
+        }
+    }
+    // No duplicate: each routed pod address points at exactly the veth of its owner.
+    let routes = node.ip(&["-4", "route", "show", "proto", "75"]);
+    let mut routed = HashSet::new();
+    for line in String::from_utf8_lossy(&routes.stdout).lines() {
+        let mut words = line.split_whitespace();
+        let (Some(ip), Some("dev"), Some(dev)) = (words.next(), words.next(), words.next()) else {
+            continue;
+        };
+        assert!(routed.insert(ip.to_owned()), "{ip} routed twice");
+        assert_eq!(
+            owners_of_veth.get(ip),
+            Some(&dev.to_owned()),
+            "{ip} via {dev}"
+        );
+    }
+    // The storm continues after the restart without handing out an address twice.
+    for name in &names {
+        if h.addresses_of(name, "eth0").expect("lookup").is_empty() {
+            let req = request(
+                Command::Add,
+                name,
+                &format!("/var/run/netns/{name}"),
+                conf("1.1.0", "/x"),
+            );
+            let result = h.call(req).await.expect("ADD").expect("result");
+            for ip in ips_of(&result) {
+                assert!(
+                    held.insert(ip.clone()),
+                    "{ip} handed out twice after the restart"
+                );
+            }
+        }
+    }
+    assert_eq!(held.len(), 2 * N);
+}
