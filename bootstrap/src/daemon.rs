@@ -21,8 +21,8 @@ mod systemd;
 
 pub(crate) use detached::{log_tail, stop_detached};
 pub use process::is_knet_daemon;
-pub use systemd::systemd_unit;
 pub(crate) use systemd::{UNIT_PATH, stop_systemd_unit};
+pub use systemd::{snap_dropin, systemd_unit};
 
 /// The systemd unit bootstrap installs.
 pub const SYSTEMD_UNIT_NAME: &str = "knet.service";
@@ -113,7 +113,10 @@ pub fn start_daemon(
 ) -> Result<DaemonState, BootstrapError> {
     let args = daemon_args(&opts.paths, &opts.node_name, opts.kubeconfig.as_deref());
     match mode.resolve() {
-        DaemonStart::Systemd => systemd::start(&opts.knet_binary, &args),
+        DaemonStart::Systemd => {
+            let dropin = snap_dropin(&opts.paths, &opts.node_name, opts.kubeconfig.as_deref());
+            systemd::start(&opts.knet_binary, &args, &dropin)
+        }
         DaemonStart::Detached => detached::start(&opts.knet_binary, &args, &opts.paths),
         DaemonStart::None | DaemonStart::Auto => Ok(DaemonState::NotStarted),
     }
@@ -122,7 +125,10 @@ pub fn start_daemon(
 /// Where to look when the daemon misbehaves.
 pub(crate) fn log_hint(mode: DaemonStart, paths: &Paths) -> String {
     match mode.resolve() {
-        DaemonStart::Systemd => "see `journalctl -u knet`".to_owned(),
+        DaemonStart::Systemd => match std::env::var("SNAP_NAME") {
+            Ok(snap) => format!("see `journalctl -u snap.{snap}.daemon`"),
+            Err(_) => "see `journalctl -u knet`".to_owned(),
+        },
         DaemonStart::Detached => format!("see {}", paths.log_file().display()),
         _ => "see the daemon's log".to_owned(),
     }

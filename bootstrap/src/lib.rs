@@ -39,8 +39,8 @@ pub use cluster_config::{
     IgnoredKey, decide, ensure_cluster_config, read_cluster_config,
 };
 pub use daemon::{
-    DaemonState, SYSTEMD_UNIT_NAME, daemon_args, detached_daemon_pid, is_knet_daemon, start_daemon,
-    systemd_unit,
+    DaemonState, SYSTEMD_UNIT_NAME, daemon_args, detached_daemon_pid, is_knet_daemon, snap_dropin,
+    start_daemon, systemd_unit,
 };
 pub use error::BootstrapError;
 pub use flow::{STORE_CONFIG_KEY, STORE_CONFIG_TREE, bootstrap, bootstrap_with};

@@ -1,12 +1,13 @@
 //! Systemd mode: `/etc/systemd/system/knet.service` and `systemctl enable --now knet`.
 //!
 //! Inside the snap (`SNAP_NAME` set) the snap's own `daemon` service is enabled instead of
-//! writing a unit: snapd owns that unit file.
+//! writing a unit: snapd owns that unit file, so the bootstrap's path flags reach the daemon
+//! through a drop-in of `KNET_*` environment variables (the CLI reads every flag from one).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use knet_core::paths::Paths;
+use knet_core::paths::{Paths, env};
 
 use super::{DaemonState, SYSTEMD_UNIT_NAME};
 use crate::command;
@@ -44,30 +45,63 @@ WantedBy=multi-user.target
     )
 }
 
+/// The drop-in for the snap's daemon service: the bootstrap's flags as environment variables.
+pub fn snap_dropin(paths: &Paths, node_name: &str, kubeconfig: Option<&Path>) -> String {
+    let mut vars = vec![
+        (env::STATE_DIR, paths.state_dir.display().to_string()),
+        (env::RUN_DIR, paths.run_dir.display().to_string()),
+        (env::CNI_CONF_DIR, paths.cni_conf_dir.display().to_string()),
+        (env::CNI_BIN_DIR, paths.cni_bin_dir.display().to_string()),
+        (env::NODE_NAME, node_name.to_owned()),
+    ];
+    if let Some(k) = kubeconfig {
+        vars.push((env::KUBECONFIG, k.display().to_string()));
+    }
+    let mut text =
+        "# Written by `knet bootstrap`; `knet reset` removes it.\n[Service]\n".to_owned();
+    for (k, v) in vars {
+        text.push_str(&format!("Environment={}\n", quote(&format!("{k}={v}"))));
+    }
+    text
+}
+
+/// The drop-in's path for the snap named `snap`.
+fn dropin_path(snap: &str) -> PathBuf {
+    PathBuf::from(format!(
+        "/etc/systemd/system/snap.{snap}.daemon.service.d/10-knet-bootstrap.conf"
+    ))
+}
+
 /// Writes (if changed), enables and starts the unit; restarts it when the unit changed.
-pub(super) fn start(knet: &Path, args: &[String]) -> Result<DaemonState, BootstrapError> {
+pub(super) fn start(
+    knet: &Path,
+    args: &[String],
+    dropin: &str,
+) -> Result<DaemonState, BootstrapError> {
     if let Ok(snap) = std::env::var("SNAP_NAME") {
         let unit = format!("snap.{snap}.daemon.service");
-        systemctl(&["enable", "--now", &unit])?;
-        return Ok(DaemonState::Systemd {
-            unit,
-            changed: false,
-        });
+        return enable(&dropin_path(&snap), dropin, &unit);
     }
-    let text = systemd_unit(knet, args);
-    let path = Path::new(UNIT_PATH);
+    enable(
+        Path::new(UNIT_PATH),
+        &systemd_unit(knet, args),
+        SYSTEMD_UNIT_NAME,
+    )
+}
+
+fn enable(path: &Path, text: &str, unit: &str) -> Result<DaemonState, BootstrapError> {
     let existed = path.exists();
     let changed = !fsutil::same_content(path, text.as_bytes());
     if changed {
         fsutil::write_atomic(path, text.as_bytes(), 0o644)?;
         systemctl(&["daemon-reload"])?;
     }
-    systemctl(&["enable", "--now", SYSTEMD_UNIT_NAME])?;
+    systemctl(&["enable", "--now", unit])?;
     if changed && existed {
-        systemctl(&["restart", SYSTEMD_UNIT_NAME])?;
+        systemctl(&["restart", unit])?;
     }
     Ok(DaemonState::Systemd {
-        unit: SYSTEMD_UNIT_NAME.to_owned(),
+        unit: unit.to_owned(),
         changed,
     })
 }
@@ -75,6 +109,15 @@ pub(super) fn start(knet: &Path, args: &[String]) -> Result<DaemonState, Bootstr
 /// Disables and removes the unit, but only if it is this node's (its ExecStart names this
 /// state dir): on a machine with several nodes, resetting one leaves the host's unit alone.
 pub(crate) fn stop_systemd_unit(paths: &Paths) -> Result<bool, BootstrapError> {
+    if let Ok(snap) = std::env::var("SNAP_NAME") {
+        // snapd stops and removes its own unit; only our drop-in is ours to remove.
+        let path = dropin_path(&snap);
+        let removed = fsutil::remove_if_exists(&path)?;
+        if removed && super::systemd_running() {
+            systemctl(&["daemon-reload"])?;
+        }
+        return Ok(removed);
+    }
     let path = Path::new(UNIT_PATH);
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(false);
@@ -149,6 +192,27 @@ mod tests {
         ), "{unit}");
         assert!(unit.contains("\nRestart=always\n"));
         assert!(unit.contains("\nWantedBy=multi-user.target\n"));
+    }
+
+    #[test]
+    fn snap_dropin_carries_every_flag_as_environment() {
+        let paths = Paths {
+            state_dir: "/var/lib/knet".into(),
+            run_dir: "/run/knet".into(),
+            cni_conf_dir: "/etc/cni/net.d".into(),
+            cni_bin_dir: "/opt/cni/bin".into(),
+        };
+        let text = snap_dropin(&paths, "node 1", Some(Path::new("/etc/k.conf")));
+        assert_eq!(
+            text,
+            "# Written by `knet bootstrap`; `knet reset` removes it.\n[Service]\n\
+             Environment=KNET_STATE_DIR=/var/lib/knet\n\
+             Environment=KNET_RUN_DIR=/run/knet\n\
+             Environment=KNET_CNI_CONF_DIR=/etc/cni/net.d\n\
+             Environment=KNET_CNI_BIN_DIR=/opt/cni/bin\n\
+             Environment=\"KNET_NODE_NAME=node 1\"\n\
+             Environment=KNET_KUBECONFIG=/etc/k.conf\n"
+        );
     }
 
     #[test]
