@@ -11,7 +11,7 @@ mod pod;
 mod probe;
 mod status;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -55,6 +55,14 @@ impl std::fmt::Debug for KubeletCtx {
     }
 }
 
+/// Pods the kubelet runs, and uids whose lifecycle is over (never restarted,
+/// even when a stale list still shows them).
+#[derive(Default)]
+struct Pods {
+    running: HashMap<String, PodEntry>,
+    finished: HashSet<String>,
+}
+
 struct PodEntry {
     cancel: CancellationToken,
     delete_from_api: Arc<AtomicBool>,
@@ -63,7 +71,7 @@ struct PodEntry {
 
 /// The running kubelet; dropping it does not stop pods (teardown does).
 pub struct Kubelet {
-    pods: Arc<Mutex<HashMap<String, PodEntry>>>,
+    pods: Arc<Mutex<Pods>>,
     task: JoinHandle<()>,
 }
 
@@ -72,7 +80,7 @@ pub struct Kubelet {
 impl Kubelet {
     /// Starts watching pods.
     pub fn start(ctx: Arc<KubeletCtx>) -> Self {
-        let pods: Arc<Mutex<HashMap<String, PodEntry>>> = Arc::default();
+        let pods: Arc<Mutex<Pods>> = Arc::default();
         let task = tokio::spawn(watch(ctx, pods.clone()));
         Self { pods, task }
     }
@@ -82,7 +90,7 @@ impl Kubelet {
     pub fn abort(&self) {
         self.task.abort();
         if let Ok(mut pods) = self.pods.lock() {
-            for (_, e) in pods.drain() {
+            for (_, e) in pods.running.drain() {
                 e.task.abort();
             }
         }
@@ -95,22 +103,37 @@ impl std::fmt::Debug for Kubelet {
     }
 }
 
-async fn watch(ctx: Arc<KubeletCtx>, pods: Arc<Mutex<HashMap<String, PodEntry>>>) {
+async fn watch(ctx: Arc<KubeletCtx>, pods: Arc<Mutex<Pods>>) {
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
     futures::pin_mut!(stream);
+    // Pods bound to a node before the lab finished adding it produce no
+    // further events: a periodic relist picks them up.
+    let mut resync = tokio::time::interval(RESYNC);
     loop {
-        match stream.try_next().await {
-            Ok(Some(Event::Apply(pod) | Event::InitApply(pod))) => on_pod(&ctx, &pods, pod),
-            Ok(Some(Event::Delete(pod))) => on_gone(&pods, &pod),
-            Ok(Some(Event::Init | Event::InitDone)) => {}
-            Ok(None) => return,
-            Err(error) => tracing::warn!(%error, "pod watch error"),
+        tokio::select! {
+            ev = stream.try_next() => match ev {
+                Ok(Some(Event::Apply(pod) | Event::InitApply(pod))) => on_pod(&ctx, &pods, pod),
+                Ok(Some(Event::Delete(pod))) => on_gone(&pods, &pod),
+                Ok(Some(Event::Init | Event::InitDone)) => {}
+                Ok(None) => return,
+                Err(error) => tracing::warn!(%error, "pod watch error"),
+            },
+            _ = resync.tick() => {
+                let api: Api<Pod> = Api::all(ctx.client.clone());
+                match api.list(&Default::default()).await {
+                    Ok(list) => list.items.into_iter().for_each(|p| on_pod(&ctx, &pods, p)),
+                    Err(error) => tracing::warn!(%error, "pod resync failed"),
+                }
+            }
         }
     }
 }
 
-fn on_pod(ctx: &Arc<KubeletCtx>, pods: &Arc<Mutex<HashMap<String, PodEntry>>>, pod: Pod) {
+/// How often the kubelet relists pods.
+const RESYNC: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn on_pod(ctx: &Arc<KubeletCtx>, pods: &Arc<Mutex<Pods>>, pod: Pod) {
     let Some(node_name) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
         return;
     };
@@ -123,7 +146,11 @@ fn on_pod(ctx: &Arc<KubeletCtx>, pods: &Arc<Mutex<HashMap<String, PodEntry>>>, p
         return;
     };
     let Some(uid) = pod.uid() else { return };
-    let Ok(mut map) = pods.lock() else { return };
+    let Ok(mut guard) = pods.lock() else { return };
+    if guard.finished.contains(&uid) {
+        return;
+    }
+    let map = &mut guard.running;
     if pod.metadata.deletion_timestamp.is_some() {
         match map.get(&uid) {
             Some(e) => {
@@ -152,10 +179,10 @@ fn on_pod(ctx: &Arc<KubeletCtx>, pods: &Arc<Mutex<HashMap<String, PodEntry>>>, p
     map.insert(uid, entry);
 }
 
-fn on_gone(pods: &Arc<Mutex<HashMap<String, PodEntry>>>, pod: &Pod) {
+fn on_gone(pods: &Arc<Mutex<Pods>>, pod: &Pod) {
     let Some(uid) = pod.uid() else { return };
     if let Ok(map) = pods.lock()
-        && let Some(e) = map.get(&uid)
+        && let Some(e) = map.running.get(&uid)
     {
         e.cancel.cancel();
     }
@@ -163,7 +190,7 @@ fn on_gone(pods: &Arc<Mutex<HashMap<String, PodEntry>>>, pod: &Pod) {
 
 fn spawn_pod(
     ctx: &Arc<KubeletCtx>,
-    pods: &Arc<Mutex<HashMap<String, PodEntry>>>,
+    pods: &Arc<Mutex<Pods>>,
     pod: Pod,
     node: LabNode,
     delete: bool,
@@ -181,7 +208,8 @@ fn spawn_pod(
         async move {
             pod::lifecycle(ctx, pod, node, cancel, delete_from_api).await;
             if let Ok(mut map) = pods.lock() {
-                map.remove(&uid);
+                map.running.remove(&uid);
+                map.finished.insert(uid);
             }
         }
     });
