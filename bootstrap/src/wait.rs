@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use knet_api::{Client, ClientError};
+use knet_api::Client;
 use knet_core::{FeatureState, NodeStatus};
 
 use crate::{BootstrapError, Step};
@@ -27,7 +27,6 @@ pub async fn wait_ready(
     let client = Client::new(socket).with_timeout(CALL_TIMEOUT);
     let deadline = Instant::now() + timeout;
     let mut last_pending: Option<Vec<(String, String)>> = None;
-    let mut last_error: Option<ClientError> = None;
     loop {
         match client.get::<NodeStatus>("/v1/status").await {
             Ok(status) if status.all_ready() => {
@@ -43,10 +42,7 @@ pub async fn wait_ready(
                 }
                 last_pending = Some(now);
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "daemon not answering yet");
-                last_error = Some(e);
-            }
+            Err(e) => tracing::debug!(error = %e, "daemon not answering yet"),
         }
         if let Some(reason) = alive() {
             return Err(BootstrapError::DaemonStart {
@@ -55,9 +51,9 @@ pub async fn wait_ready(
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err(match (last_pending, last_error) {
-                (Some(pending), _) => BootstrapError::NotReady { timeout, pending },
-                (None, _) => BootstrapError::DaemonNotAnswering {
+            return Err(match last_pending {
+                Some(pending) => BootstrapError::NotReady { timeout, pending },
+                None => BootstrapError::DaemonNotAnswering {
                     socket: socket.display().to_string(),
                     timeout,
                     hint: hint.to_owned(),
