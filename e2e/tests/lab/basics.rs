@@ -207,6 +207,19 @@ fn second_segment_is_routed(h: &Harness) -> Result<(), Failed> {
                 out.stdout
             );
         }
+        // A pod on segment B is reachable from segment A through the router.
+        let ns = "segb";
+        lab.create_namespace(ns).await?;
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: srv}}\nspec:\n  nodeName: {}\n  containers:\n  \
+             - {{name: c, image: {}, args: [netexec, --http-port=8080]}}\n",
+            b.name,
+            super::AGNHOST
+        );
+        lab.apply_yaml(&pod, ns).await?;
+        let ip = lab.wait_pod_ready(ns, "srv", Duration::from_secs(60)).await?.status.and_then(|s| s.pod_ip).context("ip")?;
+        let body = lab.curl(&a.netns, &format!("http://{ip}:8080/hostname"), Duration::from_secs(5)).await?;
+        ensure!(body.trim() == "srv", "hostname {body:?}");
         // No default route anywhere: nothing can leave the lab.
         for n in [&a.name, &b.name] {
             let out = lab
