@@ -74,10 +74,14 @@ impl Lab {
             bail!("lab {} is already running (pid {})", opts.id, owner.pid);
         }
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("pids"))
-            .with_context(|| format!("creating {}", dir.display()))?;
+        // The run dir appears with its owner file already inside (rename is
+        // atomic), so a concurrent sweep never sees an ownerless new lab.
         let me = i32::try_from(std::process::id())?;
-        PidRecord::of(me, "")?.write(&dir.join(OWNER_FILE))?;
+        let tmp = opts.run_root.join(format!(".new-{}-{me}", opts.id));
+        std::fs::create_dir_all(tmp.join("pids"))
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        PidRecord::of(me, "")?.write(&tmp.join(OWNER_FILE))?;
+        std::fs::rename(&tmp, &dir).with_context(|| format!("creating {}", dir.display()))?;
         let guard = Guard {
             run_root: opts.run_root.clone(),
             id: opts.id.clone(),

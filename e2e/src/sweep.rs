@@ -99,8 +99,19 @@ pub fn sweep_stale(run_root: &Path) -> Vec<String> {
             .flatten()
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         {
-            if let Some(id) = e.file_name().to_str() {
-                ids.insert(id.to_owned());
+            match e.file_name().to_str() {
+                // A lab being created (see `Lab::start`): its creator's pid
+                // ends the name; remove it only once that process is gone.
+                Some(n) if n.starts_with(".new-") => {
+                    let pid = n.rsplit('-').next().and_then(|p| p.parse::<i32>().ok());
+                    if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+                        let _ = fs::remove_dir_all(e.path());
+                    }
+                }
+                Some(id) => {
+                    ids.insert(id.to_owned());
+                }
+                None => {}
             }
         }
     }

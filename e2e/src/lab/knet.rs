@@ -47,7 +47,7 @@ impl Lab {
         }
         let mut argv: Vec<OsString> = vec![knet_bin()?.into(), "bootstrap".into()];
         argv.extend(args);
-        let full = crate::netns::exec_argv(&n.netns, &argv);
+        let full = knet_argv(&n.netns, &argv);
         let mut cmd = tokio::process::Command::new(&full[0]);
         cmd.args(&full[1..])
             .env(LAB_ENV, self.id())
@@ -89,7 +89,7 @@ impl Lab {
         self.stop_knet_daemon(node).await?;
         let mut argv: Vec<OsString> = vec![knet_bin()?.into(), "daemon".into()];
         argv.extend(node_flags(&n));
-        let full = crate::netns::exec_argv(&n.netns, &argv);
+        let full = knet_argv(&n.netns, &argv);
         let (child, rec) = process::spawn_daemon(
             full,
             n.dir.join("knet.log"),
@@ -149,4 +149,15 @@ fn node_flags(n: &LabNode) -> Vec<OsString> {
         "--cni-bin-dir".into(),
         n.cni_bin_dir.clone().into(),
     ]
+}
+
+/// `argv` run in the node's network namespace with `nsenter --net`, not `ip netns exec`: knet
+/// must see the host's mounts (the cgroup2 hierarchy for BPF programs, /sys/fs/bpf), which
+/// `ip netns exec` hides behind a fresh /sys.
+fn knet_argv(netns: &str, argv: &[OsString]) -> Vec<OsString> {
+    let mut net = OsString::from("--net=");
+    net.push(crate::netns::path(netns));
+    let mut v: Vec<OsString> = vec!["nsenter".into(), net];
+    v.extend(argv.iter().cloned());
+    v
 }
