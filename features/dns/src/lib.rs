@@ -11,7 +11,12 @@
 pub mod answer;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fixture;
+pub mod forward;
 pub mod index;
+pub mod metrics;
+pub mod server;
+
+use std::net::SocketAddr;
 
 /// Errors of the dns feature.
 #[derive(Debug, thiserror::Error)]
@@ -20,4 +25,7 @@ pub enum Error {
     /// The configuration cannot be used.
     #[error("invalid dns config: {0}")]
     Config(String),
+    /// A listening socket could not be set up.
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, String),
 }

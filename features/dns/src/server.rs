@@ -1,0 +1,173 @@
+//! The DNS server: hickory-server's `Server` with our own request handler, on UDP and TCP.
+//!
+//! [`DnsState`] is what the handler reads and the feature updates live: the index, the zone
+//! config and the forwarder. [`DnsServer`] binds the listeners (one UDP socket per core per
+//! address, with SO_REUSEPORT, plus one TCP listener) and runs until stopped.
+
+mod handler;
+pub mod listen;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+pub use handler::Handler;
+
+use crate::Error;
+use crate::answer::ZoneConfig;
+use crate::forward::Forwarder;
+use crate::index::Index;
+use crate::metrics::{self, Metrics};
+
+/// The state requests are answered from. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DnsState {
+    inner: Arc<StateInner>,
+}
+
+#[derive(Debug)]
+struct StateInner {
+    index: RwLock<Index>,
+    zone: RwLock<Arc<ZoneConfig>>,
+    forwarder: Forwarder,
+}
+
+/// Where and how to listen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Addresses to listen on, UDP and TCP. Port 0 picks a free port (tests).
+    pub addrs: Vec<SocketAddr>,
+    /// UDP sockets per address (SO_REUSEPORT); 0 means one per core.
+    pub udp_sockets: usize,
+    /// Idle timeout of TCP connections.
+    pub tcp_timeout: Duration,
+}
+
+/// A running server.
+pub struct DnsServer {
+    server: hickory_server::Server<Handler>,
+    bound: Vec<SocketAddr>,
+}
+
+impl std::fmt::Debug for DnsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsServer")
+            .field("bound", &self.bound)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl DnsState ===
+
+impl DnsState {
+    /// State with an empty, unsynced index.
+    pub fn new(zone: ZoneConfig, forwarder: Forwarder) -> DnsState {
+        DnsState::with_index(Index::new(), zone, forwarder)
+    }
+
+    /// State with a given index (tests).
+    pub fn with_index(index: Index, zone: ZoneConfig, forwarder: Forwarder) -> DnsState {
+        DnsState {
+            inner: Arc::new(StateInner {
+                index: RwLock::new(index),
+                zone: RwLock::new(Arc::new(zone)),
+                forwarder,
+            }),
+        }
+    }
+
+    /// Reads the index (hold briefly: writers wait).
+    pub fn read_index(&self) -> RwLockReadGuard<'_, Index> {
+        self.inner
+            .index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes the index.
+    pub fn write_index(&self) -> RwLockWriteGuard<'_, Index> {
+        self.inner
+            .index
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The zone config in force.
+    pub fn zone(&self) -> Arc<ZoneConfig> {
+        self.inner
+            .zone
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the zone config (cluster domain, TTL, NS addresses) live.
+    pub fn set_zone(&self, zone: ZoneConfig) {
+        *self
+            .inner
+            .zone
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(zone);
+    }
+
+    /// The forwarder.
+    pub fn forwarder(&self) -> &Forwarder {
+        &self.inner.forwarder
+    }
+
+    /// The query counters.
+    pub fn metrics(&self) -> &'static Metrics {
+        metrics::global()
+    }
+}
+
+// === impl ServerConfig ===
+
+impl ServerConfig {
+    /// Listen on `addrs` with the defaults: a UDP socket per core, 10 s TCP idle timeout.
+    pub fn new(addrs: Vec<SocketAddr>) -> ServerConfig {
+        ServerConfig {
+            addrs,
+            udp_sockets: 0,
+            tcp_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+// === impl DnsServer ===
+
+impl DnsServer {
+    /// Binds every address and starts serving. Must run inside a Tokio runtime.
+    pub fn start(state: DnsState, cfg: &ServerConfig) -> Result<DnsServer, Error> {
+        let sockets = match cfg.udp_sockets {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let mut server = hickory_server::Server::new(Handler { state });
+        let mut bound = Vec::new();
+        for addr in &cfg.addrs {
+            let (udp, actual) = listen::udp(*addr, sockets)?;
+            let tcp = listen::tcp(actual)?;
+            for sock in udp {
+                server.register_socket(sock);
+            }
+            // 64 KiB: a whole TCP DNS message fits in one write.
+            server.register_listener(tcp, cfg.tcp_timeout, 65536);
+            tracing::debug!(addr = %actual, udp_sockets = sockets, "dns listening");
+            bound.push(actual);
+        }
+        Ok(DnsServer { server, bound })
+    }
+
+    /// The addresses bound (with the real port when 0 was asked).
+    pub fn bound(&self) -> &[SocketAddr] {
+        &self.bound
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and closes the sockets.
+    pub async fn stop(mut self) {
+        if let Err(error) = self.server.shutdown_gracefully().await {
+            tracing::debug!(%error, "dns server stopped with an error");
+        }
+    }
+}
