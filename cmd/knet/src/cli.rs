@@ -144,7 +144,7 @@ pub enum OutputFormat {
 
 impl Command {
     pub fn is_daemon(&self) -> bool {
-        matches!(self, Command::Daemon | Command::Bootstrap(_))
+        matches!(self, Command::Daemon)
     }
 }
 

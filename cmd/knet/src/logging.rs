@@ -1,4 +1,5 @@
-//! tracing set-up: `KNET_LOG` filter (default `info` for the daemon, `warn` otherwise),
+//! tracing set-up: `KNET_LOG` filter (default `info` for the daemon, `warn` without the
+//! Kubernetes client's own error logs otherwise),
 //! `KNET_LOG_FORMAT=plain|json`, logs to stderr.
 
 use knet_core::paths::env;
@@ -6,7 +7,12 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber.
 pub fn init(daemon: bool) {
-    let default = if daemon { "info" } else { "warn" };
+    // The CLI prints its own one-line errors; library logs would only repeat them.
+    let default = if daemon {
+        "info"
+    } else {
+        "warn,kube_client=off,kube_runtime=off,knet_bootstrap=warn"
+    };
     let filter = EnvFilter::try_from_env(env::LOG).unwrap_or_else(|_| EnvFilter::new(default));
     let json = std::env::var(env::LOG_FORMAT).is_ok_and(|v| v == "json");
     let builder = tracing_subscriber::fmt()

@@ -45,7 +45,7 @@ impl Lab {
             args.push("--file".into());
             args.push(file.into());
         }
-        let mut argv: Vec<OsString> = vec![knet_bin()?.into(), "bootstrap".into()];
+        let mut argv: Vec<OsString> = vec![self.knet_bin()?.into(), "bootstrap".into()];
         argv.extend(args);
         let full = knet_argv(&n.netns, &argv);
         let mut cmd = tokio::process::Command::new(&full[0]);
@@ -87,7 +87,7 @@ impl Lab {
     pub async fn start_knet_daemon(&self, node: &str) -> Result<()> {
         let n = self.node(node)?;
         self.stop_knet_daemon(node).await?;
-        let mut argv: Vec<OsString> = vec![knet_bin()?.into(), "daemon".into()];
+        let mut argv: Vec<OsString> = vec![self.knet_bin()?.into(), "daemon".into()];
         argv.extend(node_flags(&n));
         let full = knet_argv(&n.netns, &argv);
         let (child, rec) = process::spawn_daemon(
@@ -125,6 +125,22 @@ impl Lab {
             let _ = tokio::time::timeout(Duration::from_secs(5), c.wait()).await;
         }
         Ok(())
+    }
+
+    /// Uses `path` as the knet binary from now on (default: `KNET_BIN`, else
+    /// `target/debug/knet`).
+    pub fn set_knet_bin(&self, path: impl Into<std::path::PathBuf>) {
+        if let Ok(mut b) = self.knet_bin.lock() {
+            *b = Some(path.into());
+        }
+    }
+
+    /// The knet binary this lab runs.
+    pub fn knet_bin(&self) -> Result<std::path::PathBuf> {
+        match self.knet_bin.lock().ok().and_then(|b| b.clone()) {
+            Some(p) => Ok(p),
+            None => knet_bin(),
+        }
     }
 
     /// Whether knet's daemon on `node` is running.

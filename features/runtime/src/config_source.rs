@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::RuntimeError;
 
-const CACHE_KEY: &str = "cluster-config";
+/// Where the config is cached in the node store (shared with `knet bootstrap`; JSON or YAML).
+const CACHE_TREE: &str = "config";
+const CACHE_KEY: &str = "cluster";
 const API_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads, watches and writes the cluster config.
@@ -53,7 +55,7 @@ impl ConfigSource {
         shutdown: CancellationToken,
     ) -> Result<(ConfigSource, watch::Receiver<Arc<ClusterConfig>>), RuntimeError> {
         let api: Api<ConfigMap> = Api::namespaced(client, CONFIGMAP_NAMESPACE);
-        let cache = store.tree("daemon")?;
+        let cache = store.tree(CACHE_TREE)?;
         let initial = match tokio::time::timeout(API_TIMEOUT, api.get_opt(CONFIGMAP_NAME)).await {
             Ok(Ok(Some(cm))) => {
                 let cfg = parse(&cm).map_err(RuntimeError::InvalidStored)?;
