@@ -7,9 +7,14 @@
 //! create.
 
 pub mod cni;
+mod feature;
 pub mod handler;
 pub mod ipam;
 pub mod kernel;
+pub mod peers;
 pub mod wire;
 
 pub use cni::cni_main;
+pub use feature::{
+    ANNOTATION, CLAIMS, NetworkFeature, build, node_internal_ips, node_pod_cidrs, pick_free,
+};

@@ -49,7 +49,7 @@ pub async fn host_veths(h: &rtnetlink::Handle) -> Result<Vec<String>, KernelErro
 }
 
 /// A link's name.
-pub(crate) fn link_name(link: &LinkMessage) -> Option<String> {
+pub fn link_name(link: &LinkMessage) -> Option<String> {
     link.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfName(n) => Some(n.clone()),
         _ => None,

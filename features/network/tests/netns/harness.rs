@@ -91,6 +91,11 @@ impl Ns {
         try_run(&all).is_some_and(|o| o.status.success())
     }
 
+    /// Whether a link called `name` exists here.
+    pub fn has_link(&self, name: &str) -> bool {
+        try_run(&["ip", "-n", &self.name, "link", "show", name]).is_some_and(|o| o.status.success())
+    }
+
     /// Names of knet host veths in this namespace.
     pub fn host_veths(&self) -> Vec<String> {
         let out = self.ip(&["-o", "link", "show"]);
