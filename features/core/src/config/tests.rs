@@ -258,3 +258,11 @@ fn yaml_round_trip_is_lossless() {
     let back = ClusterConfig::from_yaml(&c.to_yaml()).expect("round trip");
     assert_eq!(back, c);
 }
+
+#[test]
+fn every_key_is_documented_in_the_configuration_reference() {
+    let doc = include_str!("../../../../docs/configuration.md");
+    for key in valid_keys() {
+        assert!(doc.contains(&format!("| `{key}` |")), "docs/configuration.md lacks a row for {key}");
+    }
+}
