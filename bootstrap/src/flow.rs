@@ -50,7 +50,10 @@ async fn run(
 ) -> Result<Outcome, BootstrapError> {
     let marker = opts.paths.bootstrap_marker();
     if marker.exists() {
-        progress(Step::AlreadyBootstrapped { marker });
+        progress(Step::AlreadyBootstrapped {
+            marker,
+            file_ignored: opts.config_file.is_some(),
+        });
         let state = daemon::start_daemon(opts.start_daemon, &opts)?;
         progress(Step::Daemon(state));
         return Ok(Outcome::AlreadyBootstrapped);

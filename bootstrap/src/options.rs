@@ -67,6 +67,8 @@ pub enum Step {
     AlreadyBootstrapped {
         /// The marker file.
         marker: PathBuf,
+        /// Whether `--file` was given (and so ignored).
+        file_ignored: bool,
     },
     /// Preflight passed (warnings included).
     Preflight(Report),
@@ -147,11 +149,20 @@ impl DaemonStart {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Step::AlreadyBootstrapped { marker } => write!(
-                f,
-                "node is already bootstrapped ({} exists); checking the daemon",
-                marker.display()
-            ),
+            Step::AlreadyBootstrapped {
+                marker,
+                file_ignored,
+            } => {
+                write!(
+                    f,
+                    "node is already bootstrapped ({} exists); checking the daemon",
+                    marker.display()
+                )?;
+                if *file_ignored {
+                    f.write_str(" (--file ignored: change the cluster config with `knet set`)")?;
+                }
+                Ok(())
+            }
             Step::Preflight(report) => write!(f, "{report}"),
             Step::ClusterConfig(origin) => write!(f, "{origin}"),
             Step::CniConfig { path, changed } => {
