@@ -11,9 +11,9 @@
 
 pub mod cni_conf;
 pub mod config;
-pub mod metrics;
 mod feature;
 mod feature_id;
+pub mod metrics;
 pub mod paths;
 mod status;
 pub mod watch;

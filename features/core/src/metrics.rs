@@ -22,7 +22,10 @@ fn key(name: &str, labels: &[(&str, &str)]) -> String {
         if i > 0 {
             k.push(',');
         }
-        let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let v = v
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
         let _ = write!(k, "{l}=\"{v}\"");
     }
     k.push('}');
@@ -49,8 +52,10 @@ pub fn set(name: &str, labels: &[(&str, &str)], value: f64) {
 /// Records one duration observation as `<name>_count` and `<name>_sum` (seconds).
 pub fn observe(name: &str, labels: &[(&str, &str)], seconds: f64) {
     let mut reg = registry().lock().unwrap_or_else(PoisonError::into_inner);
-    *reg.entry(key(&format!("{name}_count"), labels)).or_insert(0.0) += 1.0;
-    *reg.entry(key(&format!("{name}_sum"), labels)).or_insert(0.0) += seconds;
+    *reg.entry(key(&format!("{name}_count"), labels))
+        .or_insert(0.0) += 1.0;
+    *reg.entry(key(&format!("{name}_sum"), labels))
+        .or_insert(0.0) += seconds;
 }
 
 /// Reads a value (for tests and status).
@@ -84,8 +89,14 @@ mod tests {
         observe("knet_test_seconds", &[("feature", "x\"y")], 0.5);
         assert_eq!(get("knet_test_total", &[("feature", "dns")]), Some(3.0));
         let text = render();
-        assert!(text.contains("knet_test_total{feature=\"dns\"} 3\n"), "{text}");
+        assert!(
+            text.contains("knet_test_total{feature=\"dns\"} 3\n"),
+            "{text}"
+        );
         assert!(text.contains("knet_test_gauge 7\n"), "{text}");
-        assert!(text.contains("knet_test_seconds_count{feature=\"x\\\"y\"} 1\n"), "{text}");
+        assert!(
+            text.contains("knet_test_seconds_count{feature=\"x\\\"y\"} 1\n"),
+            "{text}"
+        );
     }
 }

@@ -2,13 +2,8 @@
 
 use std::process::ExitCode;
 
+/// Runs the network feature's CNI plugin and maps its status to an exit code.
 pub fn run() -> ExitCode {
-    let msg = serde_json::json!({
-        "cniVersion": knet_core::cni_conf::CNI_VERSION,
-        "code": 50,
-        "msg": "knet's CNI plugin is not available in this build",
-        "details": "the network feature's CNI plugin is not compiled in",
-    });
-    println!("{msg}");
-    ExitCode::FAILURE
+    let code = knet_network::cni_main();
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -28,7 +28,7 @@ pub async fn run(node: &NodeArgs) -> anyhow::Result<ExitCode> {
 
 /// The feature modules compiled into this binary.
 fn modules() -> Vec<Box<dyn knet_core::Feature>> {
-    Vec::new()
+    vec![knet_network::build()]
 }
 
 async fn wait_for_signal() {

@@ -263,6 +263,9 @@ fn yaml_round_trip_is_lossless() {
 fn every_key_is_documented_in_the_configuration_reference() {
     let doc = include_str!("../../../../docs/configuration.md");
     for key in valid_keys() {
-        assert!(doc.contains(&format!("| `{key}` |")), "docs/configuration.md lacks a row for {key}");
+        assert!(
+            doc.contains(&format!("| `{key}` |")),
+            "docs/configuration.md lacks a row for {key}"
+        );
     }
 }

@@ -119,7 +119,7 @@ pub struct LoadBalancerConfig {
 }
 
 /// `ingress.*`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct IngressConfig {
     /// Whether the feature runs.
@@ -131,7 +131,7 @@ pub struct IngressConfig {
 }
 
 /// `gateway.*`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct GatewayConfig {
     /// Whether the feature runs.
@@ -268,22 +268,6 @@ impl Default for LoadBalancerConfig {
             bgp_peer_asn: 0,
             bgp_peer_port: 179,
         }
-    }
-}
-
-impl Default for IngressConfig {
-    fn default() -> Self {
-        IngressConfig {
-            enabled: false,
-            default_tls_secret: String::new(),
-            enable_proxy_protocol: false,
-        }
-    }
-}
-
-impl Default for GatewayConfig {
-    fn default() -> Self {
-        GatewayConfig { enabled: false }
     }
 }
 

@@ -197,15 +197,15 @@ pub fn check_update(old: &ClusterConfig, new: &ClusterConfig) -> Result<(), Conf
     }
     // Disabling a feature that an enabled one needs gets a message naming the dependant.
     for f in FeatureId::ALL {
-        if old.enabled(f) && !new.enabled(f) {
-            if let Some(user) = FeatureId::ALL
+        if old.enabled(f)
+            && !new.enabled(f)
+            && let Some(user) = FeatureId::ALL
                 .into_iter()
                 .find(|u| new.enabled(*u) && u.depends_on().contains(&f))
-            {
-                return Err(ConfigError::Dependency(format!(
-                    "{user} needs {f}: disable {user} first (knet disable {user}), then {f}"
-                )));
-            }
+        {
+            return Err(ConfigError::Dependency(format!(
+                "{user} needs {f}: disable {user} first (knet disable {user}), then {f}"
+            )));
         }
     }
     new.validate()
