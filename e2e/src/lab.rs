@@ -22,7 +22,7 @@ use crate::bins::Bins;
 use crate::config::{CniMode, LabOptions, NodeSpec, POD_CIDR, SERVICE_CIDR, Segment, lab_prefix};
 use crate::control_plane::{self, ControlPlane};
 use crate::kubelet::{Kubelet, KubeletCtx};
-use crate::node::{HEARTBEAT, LabNode};
+use crate::node::{HEARTBEAT, LabNode, STATUS_EVERY};
 use crate::process::{PidRecord, wait_for};
 use crate::sweep::{self, OWNER_FILE};
 use crate::{cni, forwarder, netns};
@@ -46,6 +46,7 @@ pub struct Lab {
     hosts: Mutex<HashMap<Segment, u8>>,
     kubelet: Option<Kubelet>,
     knet: Mutex<HashMap<String, tokio::process::Child>>,
+    knet_bin: Mutex<Option<PathBuf>>,
     startup: Duration,
     guard: Guard,
 }
@@ -117,6 +118,7 @@ impl Lab {
             hosts: Mutex::default(),
             kubelet: None,
             knet: Mutex::default(),
+            knet_bin: Mutex::default(),
             startup: Duration::ZERO,
             guard,
             opts: opts.clone(),
@@ -476,7 +478,7 @@ async fn create_underlay(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Renews every node's Lease each beat and refreshes Node status every 4th.
+/// Renews every node's Lease each beat and refreshes Node status now and then.
 async fn heartbeat(client: Client, nodes: Arc<RwLock<BTreeMap<String, LabNode>>>) {
     let mut beat: u64 = 0;
     loop {
@@ -490,7 +492,7 @@ async fn heartbeat(client: Client, nodes: Arc<RwLock<BTreeMap<String, LabNode>>>
             if let Err(error) = n.renew_lease(&client).await {
                 tracing::warn!(node = %n.name, error = format!("{error:#}"), "lease renewal failed");
             }
-            if beat.is_multiple_of(4)
+            if beat.is_multiple_of(STATUS_EVERY)
                 && let Err(error) = n.patch_status(&client).await
             {
                 tracing::warn!(node = %n.name, error = format!("{error:#}"), "node status update failed");

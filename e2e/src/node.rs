@@ -18,8 +18,11 @@ use serde_json::json;
 use crate::config::{CGROUP_ROOT, K8S_VERSION, Segment};
 use crate::netns;
 
-/// Heartbeat period for the Lease (the Node status follows every 4th beat).
+/// Heartbeat period for the Lease. Node status is refreshed every
+/// [`STATUS_EVERY`] beats (about 5 min, like the kubelet's report frequency).
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// Beats between Node status refreshes.
+pub const STATUS_EVERY: u64 = 60;
 
 /// A lab node and where its things live.
 #[derive(Debug, Clone)]
@@ -36,6 +39,8 @@ pub struct LabNode {
     pub ipv6: Ipv6Addr,
     /// Pod CIDR from nodeipam, once assigned.
     pub pod_cidr: Option<String>,
+    /// When the node was created (its conditions' lastTransitionTime).
+    pub since: Time,
     /// The node's directory in the lab run dir.
     pub dir: PathBuf,
     /// Kubeconfig for processes running in the node (via the forwarder).
@@ -65,6 +70,7 @@ impl LabNode {
             ipv4: segment.v4(host),
             ipv6: segment.v6(host),
             pod_cidr: None,
+            since: Time(Timestamp::now()),
             kubeconfig: dir.join("kubeconfig"),
             state_dir: dir.join("state"),
             run_dir: dir.join("run"),
@@ -198,9 +204,10 @@ impl LabNode {
     pub async fn patch_status(&self, client: &Client) -> Result<()> {
         let nodes: Api<Node> = Api::all(client.clone());
         let now = serde_json::to_value(Time(Timestamp::now()))?;
+        let since = serde_json::to_value(&self.since)?;
         let cond = |t: &str, s: &str, reason: &str| {
             json!({"type": t, "status": s, "reason": reason, "message": "knet lab node",
-                   "lastHeartbeatTime": now, "lastTransitionTime": now})
+                   "lastHeartbeatTime": now, "lastTransitionTime": since})
         };
         let resources =
             json!({"cpu": "8", "memory": "16Gi", "pods": "110", "ephemeral-storage": "100Gi"});

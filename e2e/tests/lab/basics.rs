@@ -30,6 +30,10 @@ pub const TESTS: &[(&str, TestFn)] = &[
         api_reachable_from_nodes_via_forwarder,
     ),
     ("second_segment_is_routed", second_segment_is_routed),
+    (
+        "knet_daemon_helpers_run_in_the_node",
+        knet_daemon_helpers_run_in_the_node,
+    ),
 ];
 
 fn control_plane_answers_version(h: &Harness) -> Result<(), Failed> {
@@ -236,6 +240,57 @@ fn second_segment_is_routed(h: &Harness) -> Result<(), Failed> {
                 out.stdout
             );
         }
+        Ok(())
+    })
+}
+
+/// `start_knet_daemon`/`stop_knet_daemon` with a stand-in binary (the real
+/// knet is tested by its own suites): it must run inside the node's
+/// namespace with the node's flags, and stop when asked.
+fn knet_daemon_helpers_run_in_the_node(h: &Harness) -> Result<(), Failed> {
+    let lab = h.lab()?;
+    h.run(async {
+        let dir = tempfile::tempdir()?;
+        let fake = dir.path().join("fake-knet");
+        let out = dir.path().join("out");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\necho \"$@\" > {o}.args\nip netns identify $$ > {o}.netns\nsleep 600 &\nwait\n",
+                o = out.display()
+            ),
+        )?;
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        lab.set_knet_bin(&fake);
+        let n = lab.node("node-2")?;
+        lab.start_knet_daemon(&n.name).await?;
+        let netns_file = out.with_extension("netns");
+        knet_e2e::process::wait_for("the fake daemon to run", Duration::from_secs(10), Duration::from_millis(50), || async {
+            Ok(std::fs::read_to_string(&netns_file).ok().filter(|s| !s.trim().is_empty()))
+        })
+        .await?;
+        ensure!(lab.knet_running(&n.name), "daemon not recorded as running");
+        let netns = std::fs::read_to_string(&netns_file)?;
+        ensure!(netns.trim() == n.netns, "daemon ran in {netns:?}, not {}", n.netns);
+        let args = std::fs::read_to_string(out.with_extension("args"))?;
+        let want = format!(
+            "daemon --node-name {} --kubeconfig {} --state-dir {} --run-dir {} --cni-conf-dir {} --cni-bin-dir {}",
+            n.name,
+            n.kubeconfig.display(),
+            n.state_dir.display(),
+            n.run_dir.display(),
+            n.cni_conf_dir.display(),
+            n.cni_bin_dir.display()
+        );
+        ensure!(args.trim() == want, "daemon args {args:?}");
+        lab.stop_knet_daemon(&n.name).await?;
+        ensure!(!lab.knet_running(&n.name), "daemon still running after stop");
+        // Its children went with it (the whole process group is stopped).
+        let strays: Vec<i32> = knet_e2e::sweep::tagged_processes(lab.id())
+            .into_iter()
+            .filter(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == b"sleep\x00600\x00"))
+            .collect();
+        ensure!(strays.is_empty(), "the daemon's children survived: {strays:?}");
         Ok(())
     })
 }
