@@ -8,13 +8,18 @@
 //!
 //! It must not touch other features' kernel objects, and never imports another feature.
 
+pub mod address;
 pub mod answer;
+mod feature;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fixture;
 pub mod forward;
 pub mod index;
 pub mod metrics;
 pub mod server;
+
+pub use feature::{DNS_PORT, DnsFeature, NODE_LOCAL_IP, build, service};
+pub use metrics::render as metrics;
 
 use std::net::SocketAddr;
 
