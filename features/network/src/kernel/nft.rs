@@ -24,6 +24,10 @@ pub fn masquerade_ruleset(pod_cidrs: &[IpNet], cluster_cidrs: &[IpNet]) -> Strin
         "table inet {MASQ_TABLE} {{}}\ndelete table inet {MASQ_TABLE}\ntable inet {MASQ_TABLE} {{\n"
     );
     let mut rules = Vec::new();
+    // Interval sets refuse overlapping elements (the cluster CIDR holds the node's pod CIDR):
+    // merge first.
+    let pod_cidrs = IpNet::aggregate(&pod_cidrs.to_vec());
+    let cluster_cidrs = IpNet::aggregate(&cluster_cidrs.to_vec());
     for (fam, ty, v4) in [("v4", "ipv4_addr", true), ("v6", "ipv6_addr", false)] {
         let pods: Vec<String> = pod_cidrs
             .iter()
@@ -135,6 +139,25 @@ mod tests {
         let r = masquerade_ruleset(&pods, &cluster);
         assert!(r.starts_with("table inet knet-network {}\ndelete table inet knet-network\n"));
         assert!(r.contains("elements = { 10.1.0.0/16, 10.152.183.0/24 }"));
+    }
+
+    #[test]
+    fn overlapping_cidrs_are_merged_so_nft_accepts_them() {
+        let n = |s: &str| s.parse::<IpNet>().expect("cidr");
+        let r = masquerade_ruleset(
+            &[n("10.1.0.0/16"), n("10.1.1.0/24")],
+            &[
+                n("10.1.0.0/16"),
+                n("10.1.1.0/24"),
+                n("10.152.183.0/24"),
+                n("10.1.0.0/24"),
+            ],
+        );
+        assert!(r.contains("elements = { 10.1.0.0/16 }"), "{r}");
+        assert!(
+            r.contains("elements = { 10.1.0.0/16, 10.152.183.0/24 }"),
+            "{r}"
+        );
         assert!(r.contains("ip saddr @pods-v4 ip daddr != @cluster-v4 counter masquerade"));
         assert!(!r.contains("ip6"), "no IPv6 rules without an IPv6 pod CIDR");
     }
