@@ -254,7 +254,7 @@ pub fn check_cgroup2() -> Check {
         ),
         None => Check::error(
             CheckId::Cgroup2,
-            "no cgroup2 file system is mounted: mount one (mount -t cgroup2 none /sys/fs/cgroup/unified) or boot with systemd.unified_cgroup_hierarchy=1",
+            "no cgroup2 file system is mounted: mount one (mount -t cgroup2 none /sys/fs/cgroup/unified) or boot with systemd.unified_cgroup_hierarchy=1; under `ip netns exec` (which mounts a fresh /sys without cgroups) use `nsenter --net=/run/netns/NAME` instead",
         ),
     }
 }
