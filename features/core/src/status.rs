@@ -74,23 +74,20 @@ impl FeatureStatus {
 
     /// The text after `name:` in `knet status`, like `k8s status`.
     pub fn summary(&self) -> String {
-        let msg = |prefix: &str| {
-            if self.message.is_empty() {
-                prefix.to_owned()
-            } else {
-                format!("{prefix} {}", self.message)
-            }
+        let with = |prefix: &str, sep: &str| match self.message.as_str() {
+            "" => prefix.to_owned(),
+            // "enabled at 10.152.183.10", as k8s status prints dns.
+            m if m.starts_with("at ") => format!("{prefix} {m}"),
+            m => format!("{prefix}{sep}{m}"),
         };
         match self.state {
             FeatureState::Disabled => "disabled".into(),
-            FeatureState::Ready => msg("enabled"),
-            FeatureState::Starting => msg("enabled, starting:"),
-            FeatureState::Failed => msg("enabled, failing:"),
+            FeatureState::Ready => with("enabled", ", "),
+            FeatureState::Starting => with("enabled, starting", ": "),
+            FeatureState::Failed => with("enabled, failing", ": "),
             FeatureState::Stopping => "disabling".into(),
-            FeatureState::Unavailable => msg("enabled, unavailable:"),
+            FeatureState::Unavailable => with("enabled, unavailable", ": "),
         }
-        .trim_end_matches(':')
-        .to_owned()
     }
 }
 
@@ -153,6 +150,8 @@ mod tests {
         s.state = FeatureState::Ready;
         s.message = "at 10.152.183.10".into();
         assert_eq!(s.summary(), "enabled at 10.152.183.10");
+        s.message = "pod CIDR 10.1.0.0/24".into();
+        assert_eq!(s.summary(), "enabled, pod CIDR 10.1.0.0/24");
         s.state = FeatureState::Failed;
         s.message = "cannot bind 10.152.183.10:53: address in use".into();
         assert_eq!(

@@ -28,7 +28,11 @@ pub async fn run(node: &NodeArgs) -> anyhow::Result<ExitCode> {
 
 /// The feature modules compiled into this binary.
 fn modules() -> Vec<Box<dyn knet_core::Feature>> {
-    vec![knet_network::build()]
+    vec![
+        knet_network::build(),
+        knet_network_policy::build(),
+        knet_dns::build(),
+    ]
 }
 
 async fn wait_for_signal() {
