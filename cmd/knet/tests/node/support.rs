@@ -12,9 +12,8 @@ pub async fn lab(test: &str) -> Lab {
     lab_with_nodes(test, 1).await
 }
 
-/// The config the node tests bootstrap with: the defaults, minus the features whose modules
-/// this build does not have yet (they would never become ready).
-pub const BOOTSTRAP_CONFIG: &str = "dns:\n  enabled: false\nnetwork-policy:\n  enabled: false\n";
+/// The config the node tests bootstrap with: the defaults.
+pub const BOOTSTRAP_CONFIG: &str = "";
 
 /// A fresh lab with `nodes` nodes whose pods use the CNI config knet installs.
 pub async fn lab_with_nodes(test: &str, nodes: usize) -> Lab {
