@@ -27,6 +27,12 @@ pub const CLUSTER_DNS: &str = "10.152.183.10";
 pub const POD_CIDR: &str = "10.1.0.0/16";
 /// Node pod CIDR size.
 pub const NODE_CIDR_MASK: u8 = 24;
+/// IPv6 cluster CIDR added in a dual-stack lab ([`LabOptions::dual_stack`]).
+pub const POD_CIDR_V6: &str = "fd01::/48";
+/// IPv6 node pod CIDR size in a dual-stack lab.
+pub const NODE_CIDR_MASK_V6: u8 = 64;
+/// IPv6 service CIDR added in a dual-stack lab.
+pub const SERVICE_CIDR_V6: &str = "fd98::/108";
 /// Cluster domain.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
 /// Name of the reference CNI network the lab installs.
@@ -80,6 +86,9 @@ pub struct LabOptions {
     pub knet: bool,
     /// Where run dirs live.
     pub run_root: PathBuf,
+    /// Dual-stack cluster: nodeipam also gives every node an IPv6 pod CIDR
+    /// (a /64 of [`POD_CIDR_V6`]) and the apiserver gets [`SERVICE_CIDR_V6`].
+    pub dual_stack: bool,
 }
 
 // === impl Segment ===
@@ -158,6 +167,7 @@ impl LabOptions {
                 .collect(),
             cni: CniMode::Reference,
             knet: false,
+            dual_stack: false,
             run_root: PathBuf::from(
                 std::env::var("KNET_LAB_RUN_ROOT").unwrap_or_else(|_| DEFAULT_RUN_ROOT.into()),
             ),

@@ -17,7 +17,10 @@ use tokio::process::Child;
 
 use crate::bins::Bins;
 use crate::certs::Pki;
-use crate::config::{API_SERVICE_IP, NODE_CIDR_MASK, POD_CIDR, SERVICE_CIDR};
+use crate::config::{
+    API_SERVICE_IP, NODE_CIDR_MASK, NODE_CIDR_MASK_V6, POD_CIDR, POD_CIDR_V6, SERVICE_CIDR,
+    SERVICE_CIDR_V6,
+};
 use crate::process::{self, wait_for};
 
 /// How long the apiserver may take to become ready.
@@ -57,6 +60,35 @@ impl ControlPlane {
         advertise: IpAddr,
         extra_sans: &[IpAddr],
     ) -> Result<Self> {
+        Self::start_with(dir, bins, advertise, extra_sans, false).await
+    }
+
+    /// [`ControlPlane::start`], dual-stack when `dual_stack` (IPv4 + IPv6
+    /// cluster and service CIDRs, so nodes get both pod CIDR families).
+    pub async fn start_with(
+        dir: &Path,
+        bins: &Bins,
+        advertise: IpAddr,
+        extra_sans: &[IpAddr],
+        dual_stack: bool,
+    ) -> Result<Self> {
+        // `--node-cidr-mask-size` is refused in a dual-stack cluster: per family there.
+        let (cluster_cidr, service_cidr, mask_flags) = if dual_stack {
+            (
+                format!("{POD_CIDR},{POD_CIDR_V6}"),
+                format!("{SERVICE_CIDR},{SERVICE_CIDR_V6}"),
+                vec![
+                    format!("--node-cidr-mask-size-ipv4={NODE_CIDR_MASK}"),
+                    format!("--node-cidr-mask-size-ipv6={NODE_CIDR_MASK_V6}"),
+                ],
+            )
+        } else {
+            (
+                POD_CIDR.to_owned(),
+                SERVICE_CIDR.to_owned(),
+                vec![format!("--node-cidr-mask-size={NODE_CIDR_MASK}")],
+            )
+        };
         let t0 = Instant::now();
         let mut sans: Vec<String> = [
             "DNS:localhost",
@@ -107,7 +139,7 @@ impl ControlPlane {
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
             format!("--service-account-key-file={}", p(&pki.sa_pub)),
             format!("--service-account-signing-key-file={}", p(&pki.sa_key)),
-            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            format!("--service-cluster-ip-range={service_cidr}"),
             "--authorization-mode=Node,RBAC".into(),
             "--allow-privileged=true".into(),
             "--enable-priority-and-fairness=false".into(),
@@ -127,7 +159,7 @@ impl ControlPlane {
             &pki,
         )?;
         let kc = p(&admin_kubeconfig);
-        let kcm: Vec<OsString> = [
+        let mut kcm: Vec<OsString> = [
             p(&bins.get("kube-controller-manager")),
             format!("--kubeconfig={kc}"),
             format!("--authentication-kubeconfig={kc}"),
@@ -138,15 +170,15 @@ impl ControlPlane {
             format!("--service-account-private-key-file={}", p(&pki.sa_key)),
             format!("--root-ca-file={}", p(&pki.ca_crt)),
             "--allocate-node-cidrs=true".into(),
-            format!("--cluster-cidr={POD_CIDR}"),
-            format!("--node-cidr-mask-size={NODE_CIDR_MASK}"),
-            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            format!("--cluster-cidr={cluster_cidr}"),
+            format!("--service-cluster-ip-range={service_cidr}"),
             "--use-service-account-credentials=false".into(),
             "--v=1".into(),
         ]
         .into_iter()
         .map(Into::into)
         .collect();
+        kcm.extend(mask_flags.into_iter().map(Into::into));
         let sched: Vec<OsString> = [
             p(&bins.get("kube-scheduler")),
             format!("--kubeconfig={kc}"),

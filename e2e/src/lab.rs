@@ -93,7 +93,14 @@ impl Lab {
 
         create_underlay(&underlay).await?;
         let gw: IpAddr = Segment::A.gateway_v4().into();
-        let cp = ControlPlane::start(&dir, &bins, gw, &[Segment::A.gateway_v6().into()]).await?;
+        let cp = ControlPlane::start_with(
+            &dir,
+            &bins,
+            gw,
+            &[Segment::A.gateway_v6().into()],
+            opts.dual_stack,
+        )
+        .await?;
         let client = control_plane::admin_client(&cp.admin_kubeconfig).await?;
         for listen in [
             SocketAddr::new(gw, cp.api_port),
