@@ -128,12 +128,27 @@ impl ApiHandler for CniHandler {
                         .details(e.to_string())),
                     }
                 }
+                ("GET", "allocations") => {
+                    return match self.ipam.allocations() {
+                        Ok(all) => ApiResponse {
+                            status: 200,
+                            body: allocations_json(&all).into_bytes(),
+                        },
+                        Err(e) => ApiResponse {
+                            status: 500,
+                            body: serde_json::to_vec(&knet_api::ErrorBody {
+                                error: format!("reading the address store: {e}"),
+                            })
+                            .unwrap_or_default(),
+                        },
+                    };
+                }
                 _ => {
                     return ApiResponse {
                         status: 404,
                         body: serde_json::to_vec(&knet_api::ErrorBody {
                             error: format!(
-                                "the network feature has no {} {}: use POST cni/<command>",
+                                "the network feature has no {} {}: use POST cni/<command> or GET allocations",
                                 req.method, req.path
                             ),
                         })
@@ -153,6 +168,19 @@ impl ApiHandler for CniHandler {
             }
         })
     }
+}
+
+/// `GET allocations`: every address the node's store holds and who holds it, as
+/// `[{"ip": "10.1.3.7", "containerId": "...", "ifname": "eth0"}, ...]` (for diagnostics and the
+/// lab's no-leak checks).
+fn allocations_json(all: &[(IpAddr, Owner)]) -> String {
+    let rows: Vec<Value> = all
+        .iter()
+        .map(|(ip, o)| {
+            serde_json::json!({"ip": ip.to_string(), "containerId": o.container_id, "ifname": o.ifname})
+        })
+        .collect();
+    Value::Array(rows).to_string()
 }
 
 /// Any unexpected failure, as a CNI error.

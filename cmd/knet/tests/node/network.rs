@@ -1,6 +1,13 @@
 //! The network feature on a two-node lab: knet's own CNI plugin wires real pods, pods reach
 //! each other on the same node and across nodes without NAT, and disable/enable removes and
 //! restores what the feature installed.
+//!
+//! Submodules: `modes` (TCP/UDP over IPv4 and IPv6 in native, vxlan and auto mode, egress
+//! masquerade), `lifecycle` (node join/leave, daemon restart, kill -9 during an ADD storm).
+
+mod kit;
+mod lifecycle;
+mod modes;
 
 use std::time::Duration;
 
