@@ -45,3 +45,12 @@ demo: deps
 demo-down:
 	$(CARGO) build -p knet-e2e --bin knet-lab
 	target/debug/knet-lab --id demo down
+
+# --- benchmarks: pod networking (docs/benchmarks.md, "Pod networking") -------
+
+# CNI ADD/DEL latency (knet vs bridge + host-local) and cross-node iperf3 throughput (native and
+# vxlan vs node-to-node), in the lab, release build. Needs root and `make deps`; prints tables.
+.PHONY: bench-network
+bench-network: deps
+	$(CARGO) build --release -p knet
+	KNET_BIN=$(CURDIR)/target/release/knet $(CARGO) test --release -p knet --test bench_network -- --ignored --nocapture --test-threads=1
