@@ -83,6 +83,19 @@ impl Lab {
         self.exec_in(&netns_name, argv, timeout).await
     }
 
+    /// What container `container` of pod `ns/name` has printed so far
+    /// (stdout and stderr; gone once the pod is deleted).
+    pub async fn pod_logs(&self, ns: &str, name: &str, container: &str) -> Result<String> {
+        let pods: Api<Pod> = Api::namespaced(self.client(), ns);
+        let uid = pods.get(name).await?.uid().context("pod without uid")?;
+        let path = self
+            .dir
+            .join("pods")
+            .join(uid)
+            .join(format!("{container}.log"));
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    }
+
     /// `curl` from inside `netns_name`; returns the body, failing on a
     /// connection error or an HTTP status >= 400.
     pub async fn curl(&self, netns_name: &str, url: &str, timeout: Duration) -> Result<String> {

@@ -216,7 +216,8 @@ fn second_segment_is_routed(h: &Harness) -> Result<(), Failed> {
         lab.create_namespace(ns).await?;
         let pod = format!(
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: srv}}\nspec:\n  nodeName: {}\n  containers:\n  \
-             - {{name: c, image: {}, args: [netexec, --http-port=8080]}}\n",
+             - {{name: c, image: {}, args: [netexec, --http-port=8080], \
+             readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}}}\n",
             b.name,
             super::AGNHOST
         );

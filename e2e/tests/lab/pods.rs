@@ -50,6 +50,12 @@ fn pod(name: &str, node: &str, labels: &str, args: &[&str], extra: &str) -> Stri
     )
 }
 
+/// A readiness probe on a TCP port: without one a pod is Ready as soon as
+/// its process starts, before it listens (as with the real kubelet).
+pub fn tcp_ready(port: u16) -> String {
+    format!("    readinessProbe:\n      tcpSocket: {{port: {port}}}\n      periodSeconds: 1\n")
+}
+
 async fn pod_ip(lab: &Lab, ns: &str, name: &str) -> anyhow::Result<String> {
     let p = lab.wait_pod_ready(ns, name, READY).await?;
     p.status.and_then(|s| s.pod_ip).context("no podIP")
@@ -70,7 +76,7 @@ async fn check_pod_to_pod(
             server_node,
             "app: server",
             &["netexec", "--http-port=8080"],
-            ""
+            &tcp_ready(8080)
         ),
         pod("client", client_node, "app: client", &["pause"], "")
     );
@@ -86,6 +92,11 @@ async fn check_pod_to_pod(
         )
         .await?;
     ensure!(host.trim() == "server", "server answered hostname {host:?}");
+    let logs = lab.pod_logs(ns, "server", "main").await?;
+    ensure!(
+        logs.contains("/hostname"),
+        "the server's log does not show the request: {logs}"
+    );
     let agnhost = lab.bins().get("agnhost").display().to_string();
     let target = format!("{ip}:8080");
     lab.exec_pod(
@@ -291,7 +302,7 @@ fn host_network_pod_uses_the_node_address(h: &Harness) -> Result<(), Failed> {
             "node-2",
             "app: hn",
             &["netexec", "--http-port=8091"],
-            "",
+            &tcp_ready(8091),
         )
         .replace("  nodeSelector:", "  hostNetwork: true\n  nodeSelector:");
         lab.apply_yaml(&yaml, ns).await?;
