@@ -129,6 +129,14 @@ impl Ipam {
         })
     }
 
+    /// Records that `owner` holds `ip` (found in the kernel after the store was lost). Returns
+    /// whether it was missing; an address already held by someone else is left alone.
+    pub fn adopt(&self, ip: IpAddr, owner: &Owner) -> Result<bool, IpamError> {
+        Ok(self
+            .tree(ip.is_ipv4())
+            .insert_if_absent(&ip.to_string(), &owner.encode())?)
+    }
+
     /// The addresses `owner` holds, IPv4 first.
     pub fn lookup(&self, owner: &Owner) -> Result<Vec<IpAddr>, IpamError> {
         let mut out = Vec::new();

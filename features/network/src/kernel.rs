@@ -16,7 +16,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub use links::{delete_link, host_veths, link_by_name, link_name as links_name};
 pub use netns::{Netlink, in_netns};
 pub use nft::{MASQ_TABLE, apply_masquerade, delete_masquerade, masquerade_ruleset};
-pub use pod::{PodWiring, check_pod, unwire_pod, wire_pod};
+pub use pod::{
+    PodWiring, check_pod, owner_alias, parse_owner_alias, pods_in_kernel, unwire_pod, wire_pod,
+};
 pub use sysctl::{Sysctl, host_veth_sysctls, set_sysctls, sysctl_path};
 
 /// MAC of every host-side pod veth. Pods hold a permanent neighbour entry for their gateway

@@ -1,5 +1,5 @@
 //! Privileged integration tests in real network namespaces: a "node" namespace holding the host
-//! side, one namespace per pod, and the CNI handler run in-process. Skipped unless root.
+//! side, one namespace per pod, and the CNI handler run in-process. Need root (fail without).
 
 #[path = "netns/harness.rs"]
 mod harness;
@@ -391,4 +391,52 @@ async fn kill_9_during_an_add_storm_leaks_and_duplicates_nothing() {
         }
     }
     assert_eq!(held.len(), 2 * N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_store_is_rebuilt_from_the_kernel_and_no_address_is_handed_out_twice() {
+    privileged();
+    let node = Ns::node();
+    let pods = [Ns::create("pod"), Ns::create("pod")];
+    let netns0 = pods[0].path().display().to_string();
+    let netns1 = pods[1].path().display().to_string();
+    let first_store = tempfile::tempdir().expect("tempdir");
+    let (h, _net) = handler_in(&node, first_store.path()).await;
+    let result = h
+        .call(request(Command::Add, "c0", &netns0, conf("1.1.0", "/x")))
+        .await
+        .expect("ADD")
+        .expect("result");
+    let held = ips_of(&result);
+    drop(h);
+
+    // The store is gone (disk replaced, or moved aside as unopenable): a fresh, empty one.
+    let fresh = tempfile::tempdir().expect("tempdir");
+    let (h, _net) = handler_in(&node, fresh.path()).await;
+    h.reconcile().await.expect("reconcile");
+    let adopted: Vec<String> = h
+        .addresses_of("c0", "eth0")
+        .expect("lookup")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        adopted, held,
+        "the running pod's addresses are taken back from the kernel"
+    );
+
+    // A new pod never gets them.
+    let other = h
+        .call(request(Command::Add, "c1", &netns1, conf("1.1.0", "/x")))
+        .await
+        .expect("ADD")
+        .expect("result");
+    for ip in ips_of(&other) {
+        assert!(!held.contains(&ip), "{ip} handed out twice");
+    }
+    // And the re-adopted pod can still be deleted by its runtime.
+    h.call(request(Command::Del, "c0", &netns0, conf("1.1.0", "/x")))
+        .await
+        .expect("DEL");
+    assert!(h.addresses_of("c0", "eth0").expect("lookup").is_empty());
 }

@@ -11,7 +11,7 @@ use crate::cni::{CniEnv, CniError, CniResult, Code, Interface, IpConfig, NetConf
 use crate::ipam::{IpamError, Owner};
 use crate::kernel::{
     HOST_MAC, PodWiring, check_pod, format_mac, gateway_for, host_veth_name, host_veths,
-    unwire_pod, wire_pod,
+    pods_in_kernel, unwire_pod, wire_pod,
 };
 
 // === impl CniHandler ===
@@ -56,6 +56,7 @@ impl CniHandler {
             netns: PathBuf::from(&env.netns),
             addrs: addrs.clone(),
             mtu: network.mtu,
+            owner: (env.container_id.clone(), env.ifname.clone()),
         };
         let pod_mac = match wire_pod(&self.node, self.node_ns.as_deref(), &w).await {
             Ok(mac) => mac,
@@ -121,6 +122,7 @@ impl CniHandler {
             addrs,
             // The MTU may have been changed live since ADD; it is not a fault.
             mtu: 0,
+            owner: (env.container_id.clone(), env.ifname.clone()),
         };
         let problems = check_pod(&self.node, &w).await.map_err(wiring)?;
         if problems.is_empty() {
@@ -180,6 +182,20 @@ impl CniHandler {
     /// down, or by a crash in the middle of an ADD. Run before the handler is registered, so no
     /// ADD is in flight.
     pub async fn reconcile(&self) -> Result<Vec<IpAddr>, CniError> {
+        // A lost or rebuilt store: take back every address the kernel says a pod still has, so
+        // it can never be handed out twice.
+        for ((container_id, ifname), ips) in
+            pods_in_kernel(&self.node.handle).await.map_err(wiring)?
+        {
+            let owner = Owner::new(container_id, ifname);
+            for ip in ips {
+                if self.ipam.adopt(ip, &owner).map_err(internal)? {
+                    tracing::warn!(%ip, container = %owner.container_id,
+                        "re-adopted an address the store had lost, from the kernel");
+                    knet_core::metrics::inc("knet_ipam_readopted_total", &[]);
+                }
+            }
+        }
         let present: HashSet<String> = host_veths(&self.node.handle)
             .await
             .map_err(wiring)?

@@ -32,6 +32,9 @@ pub struct PodWiring {
     pub addrs: Vec<IpAddr>,
     /// MTU of both ends.
     pub mtu: u32,
+    /// Who owns the pod (`CNI_CONTAINERID`, `CNI_IFNAME`), written as the host veth's alias so
+    /// allocations can be rebuilt from the kernel if the store is lost.
+    pub owner: (String, String),
 }
 
 const EEXIST: i32 = 17;
@@ -79,6 +82,7 @@ pub async fn wire_pod(
         .await?
         .ok_or_else(|| gone(&w.host_if))?;
     let host_index = host.header.index;
+    set_alias(h, host_index, &owner_alias(&w.owner.0, &w.owner.1)).await?;
     set_up(h, host_index, &w.host_if).await?;
     for ip in &w.addrs {
         add_host_route(h, host_index, *ip).await?;
@@ -352,6 +356,84 @@ fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
+/// The alias knet writes on a host veth: `knet:<container id>:<ifname>`.
+pub fn owner_alias(container_id: &str, ifname: &str) -> String {
+    format!("knet:{container_id}:{ifname}")
+}
+
+/// Reads an alias written by [`owner_alias`].
+pub fn parse_owner_alias(alias: &str) -> Option<(String, String)> {
+    let rest = alias.strip_prefix("knet:")?;
+    let (cid, ifname) = rest.rsplit_once(':')?;
+    (!cid.is_empty() && !ifname.is_empty()).then(|| (cid.to_owned(), ifname.to_owned()))
+}
+
+async fn set_alias(h: &rtnetlink::Handle, index: u32, alias: &str) -> Result<(), KernelError> {
+    let mut msg = netlink_packet_route::link::LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes
+        .push(netlink_packet_route::link::LinkAttribute::IfAlias(
+            alias.to_owned(),
+        ));
+    h.link()
+        .set(msg)
+        .execute()
+        .await
+        .map_err(KernelError::netlink(format!(
+            "tagging link {index} with its owner"
+        )))
+}
+
+/// Every knet host veth with its owner (from the alias) and the pod addresses routed to it:
+/// what the kernel says about allocations, used to rebuild a lost store.
+pub async fn pods_in_kernel(
+    h: &rtnetlink::Handle,
+) -> Result<Vec<((String, String), Vec<IpAddr>)>, KernelError> {
+    use futures::TryStreamExt;
+    let links: Vec<netlink_packet_route::link::LinkMessage> = h
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(KernelError::netlink("listing links"))?;
+    let mut out = Vec::new();
+    for link in &links {
+        let Some(name) = super::links::link_name(link) else {
+            continue;
+        };
+        if !super::is_host_veth(&name) {
+            continue;
+        }
+        let owner = link.attributes.iter().find_map(|a| match a {
+            netlink_packet_route::link::LinkAttribute::IfAlias(al) => parse_owner_alias(al),
+            _ => None,
+        });
+        if let Some(owner) = owner {
+            out.push((owner, pod_routes_on(h, link.header.index).await?));
+        }
+    }
+    Ok(out)
+}
+
+/// Pod addresses knet routed to `index`: its own (`proto 75`) full-length host routes only,
+/// not the kernel's link-local, multicast or local-table routes on the same link.
+async fn pod_routes_on(h: &rtnetlink::Handle, index: u32) -> Result<Vec<IpAddr>, KernelError> {
+    Ok(all_routes(h)
+        .await?
+        .iter()
+        .filter(|r| route_oif(r) == Some(index))
+        .filter(|r| r.header.protocol == RouteProtocol::Other(ROUTE_PROTO))
+        .filter(|r| matches!(r.header.destination_prefix_length, 32 | 128))
+        .filter_map(|r| {
+            r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Destination(d) => route_addr(d),
+                _ => None,
+            })
+        })
+        .collect())
+}
+
 /// Destinations of host routes (full-length prefixes) out of `index`.
 async fn routes_on(h: &rtnetlink::Handle, index: u32) -> Result<Vec<IpAddr>, KernelError> {
     Ok(all_routes(h)
@@ -413,4 +495,21 @@ async fn permanent_neighbours(
             Some((ip, mac))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod alias_tests {
+    use super::*;
+
+    #[test]
+    fn owner_alias_round_trips() {
+        let a = owner_alias("0123abcd", "eth0");
+        assert_eq!(a, "knet:0123abcd:eth0");
+        assert_eq!(
+            parse_owner_alias(&a),
+            Some(("0123abcd".into(), "eth0".into()))
+        );
+        assert_eq!(parse_owner_alias("knet::eth0"), None);
+        assert_eq!(parse_owner_alias("other"), None);
+    }
 }

@@ -17,13 +17,21 @@ use tokio::sync::watch;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// Whether this process may create namespaces (root with `ip`).
+/// These tests need root and `ip` (network namespaces). Without them they fail with a clear
+/// message: a test that cannot run must not pass. Always returns true.
 pub fn privileged() -> bool {
-    nix::unistd::geteuid().is_root()
-        && Command::new("ip")
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests need root (they create network namespaces): run them as root, e.g. `sudo make test`"
+    );
+    assert!(
+        Command::new("ip")
             .arg("-V")
             .output()
-            .is_ok_and(|o| o.status.success())
+            .is_ok_and(|o| o.status.success()),
+        "these tests need iproute2's `ip`: run e2e/install-deps.sh"
+    );
+    true
 }
 
 /// A named network namespace, deleted on drop.
