@@ -3,11 +3,14 @@
 //! routed design, the crate's compiled tables applied with `nft`, every cell probed with real
 //! packets and compared with an independent oracle. Needs root and `nft`; tests skip otherwise.
 
+#![expect(clippy::print_stderr, reason = "tests print what they measured")]
+
 #[path = "netpol/cases.rs"]
 mod cases;
 #[path = "netpol/harness.rs"]
 mod harness;
 #[path = "netpol/model.rs"]
+#[allow(dead_code, reason = "shared with the lab target")]
 mod model;
 #[path = "netpol/oracle.rs"]
 mod oracle;
@@ -150,4 +153,89 @@ fn print_times(what: &str, times: &mut [Duration]) {
             times[times.len() / 2]
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn established_flows_survive_table_swaps() -> anyhow::Result<()> {
+    if !privileged() {
+        eprintln!("skipped: needs root and nft");
+        return Ok(());
+    }
+    let model = Model::new();
+    let h = Harness::start("est", &model)?;
+    let allow = vec![cases::np(
+        "x",
+        "allow-y",
+        serde_json::json!({"podSelector": {"matchLabels": {"pod": "a"}},
+            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}),
+    )];
+    let deny = vec![cases::np(
+        "x",
+        "deny",
+        serde_json::json!({"podSelector": {}}),
+    )];
+    runner::enforce(&h, &model, &allow).await?;
+    let to = std::net::SocketAddr::from((model.pod("x/a").ip, 80));
+    // One UDP flow from y/a, kept open across three table swaps.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (res_tx, res_rx) = std::sync::mpsc::channel::<(bool, bool)>();
+    let flow = harness::in_ns(
+        &h.pod_ns(model.pod("y/a").index),
+        move || -> anyhow::Result<()> {
+            let u = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            u.set_read_timeout(Some(harness::PROBE_TIMEOUT))?;
+            let mut buf = [0u8; 64];
+            let mut ask = |u: &std::net::UdpSocket| {
+                u.send_to(b"hi", to).is_ok() && u.recv_from(&mut buf).is_ok()
+            };
+            while rx.recv().is_ok() {
+                let old = ask(&u);
+                let fresh = std::net::UdpSocket::bind("0.0.0.0:0")?;
+                fresh.set_read_timeout(Some(harness::PROBE_TIMEOUT))?;
+                let new = ask(&fresh);
+                let _ = res_tx.send((old, new));
+            }
+            Ok(())
+        },
+    )?;
+    let mut results = Vec::new();
+    for policies in [&allow, &allow, &deny] {
+        runner::enforce(&h, &model, policies).await?;
+        tx.send(())?;
+        results.push(res_rx.recv_timeout(Duration::from_secs(10))?);
+    }
+    drop(tx);
+    flow.join()
+        .map_err(|_| anyhow::anyhow!("flow thread panicked"))??;
+    // (established flow answered, new flow answered) after: allow, re-applied allow, deny.
+    assert_eq!(results, [(true, true), (true, true), (true, false)]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforcement_latency_for_1_100_1000_policies() -> anyhow::Result<()> {
+    if !privileged() {
+        eprintln!("skipped: needs root and nft");
+        return Ok(());
+    }
+    let model = Model::new();
+    let h = Harness::start("lat", &model)?;
+    let mut rng = random::Rng(1000);
+    for n in [1usize, 100, 1000] {
+        let policies: Vec<serde_json::Value> = (0..n)
+            .map(|i| random::policy(&mut rng, &format!("l{i}")))
+            .collect();
+        let mut times: Vec<Duration> = Vec::new();
+        for _ in 0..3 {
+            times.push(runner::enforce(&h, &model, &policies).await?);
+        }
+        print_times(
+            &format!("{n} policies: compile+render+apply on 2 nodes"),
+            &mut times,
+        );
+        if let Some(r) = runner::check(&h, &model, &policies, 80, "TCP")? {
+            anyhow::bail!("{n} policies: {r}");
+        }
+    }
+    Ok(())
 }

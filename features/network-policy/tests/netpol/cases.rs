@@ -469,7 +469,7 @@ pub fn all(model: &Model) -> Vec<Case> {
             "except clause of an egress CIDR block",
             vec![egress_a(
                 "p",
-                json!([{"to": [{"ipBlock": {"cidr": "10.99.0.0/24", "except": [yb]}}]}]),
+                json!([{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": [yb]}}]}]),
             )],
             &[TCP80],
         ),
@@ -479,7 +479,7 @@ pub fn all(model: &Model) -> Vec<Case> {
                 step(
                     vec![egress_a(
                         "p",
-                        json!([{"to": [{"ipBlock": {"cidr": "10.99.0.0/24", "except": [yb]}}]}]),
+                        json!([{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": [yb]}}]}]),
                     )],
                     &[TCP80],
                 ),
@@ -487,7 +487,7 @@ pub fn all(model: &Model) -> Vec<Case> {
                     vec![
                         egress_a(
                             "p",
-                            json!([{"to": [{"ipBlock": {"cidr": "10.99.0.0/24", "except": [yb]}}]}]),
+                            json!([{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": [yb]}}]}]),
                         ),
                         egress_a("p2", json!([{"to": [{"ipBlock": {"cidr": yb}}]}])),
                     ],

@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -279,6 +280,12 @@ fn serve(ns: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+fn next_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % 40_000;
+    u16::try_from(20_000 + n).unwrap_or(0)
+}
+
 /// One connection attempt from the current namespace; true when the expected server answered.
 pub fn probe(to: SocketAddr, proto: &str, expect: &str) -> bool {
     let mut buf = [0u8; 64];
@@ -292,7 +299,11 @@ pub fn probe(to: SocketAddr, proto: &str, expect: &str) -> bool {
             &buf[..n] == expect.as_bytes()
         }
         _ => {
-            let Ok(u) = UdpSocket::bind("0.0.0.0:0") else {
+            // A fresh source port per probe: a reused one could hit the conntrack entry of an
+            // earlier admitted probe, which stays established by design.
+            let Ok(u) =
+                UdpSocket::bind(("0.0.0.0", next_port())).or_else(|_| UdpSocket::bind("0.0.0.0:0"))
+            else {
                 return false;
             };
             let _ = u.set_read_timeout(Some(PROBE_TIMEOUT / 2));

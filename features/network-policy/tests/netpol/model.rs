@@ -73,6 +73,11 @@ impl Model {
         Model { pods, ns_labels }
     }
 
+    /// Uses the addresses the cluster actually gave the pods.
+    pub fn set_ip(&mut self, key: &str, ip: Ipv4Addr) {
+        self.pod_mut(key).ip = ip;
+    }
+
     pub fn pod(&self, key: &str) -> &ModelPod {
         self.pods
             .iter()

@@ -69,13 +69,12 @@ fn affects(spec: &Value, dir: &str) -> bool {
 
 /// A label selector; null and {} select everything.
 fn selects(sel: &Value, labels: &BTreeMap<String, String>) -> bool {
-    if let Some(ml) = sel["matchLabels"].as_object() {
-        if !ml
+    if let Some(ml) = sel["matchLabels"].as_object()
+        && !ml
             .iter()
             .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
-        {
-            return false;
-        }
+    {
+        return false;
     }
     sel["matchExpressions"]
         .as_array()
