@@ -12,6 +12,7 @@ pub mod handler;
 pub mod ipam;
 pub mod kernel;
 pub mod peers;
+pub mod services;
 pub mod wire;
 
 pub use cni::cni_main;

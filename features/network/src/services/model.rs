@@ -389,7 +389,9 @@ fn candidates(
             let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
             let local = e.node_name.as_deref() == Some(node);
             for a in &e.addresses {
-                let Ok(ip) = a.parse::<IpAddr>() else { continue };
+                let Ok(ip) = a.parse::<IpAddr>() else {
+                    continue;
+                };
                 if Family::of(ip) != family || !seen.insert((ip, port)) {
                     continue;
                 }

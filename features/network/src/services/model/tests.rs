@@ -41,7 +41,10 @@ fn build(s: &[Service], e: &[EndpointSlice]) -> ServiceTable {
 
 fn eps(t: &Target) -> Vec<(String, u16, bool)> {
     match t {
-        Target::Endpoints(e) => e.iter().map(|e| (e.ip.to_string(), e.port, e.local)).collect(),
+        Target::Endpoints(e) => e
+            .iter()
+            .map(|e| (e.ip.to_string(), e.port, e.local))
+            .collect(),
         other => panic!("expected endpoints, got {other:?}"),
     }
 }
@@ -177,9 +180,11 @@ fn node_port_type_ignores_load_balancer_status() {
 
 #[test]
 fn external_traffic_policy_local_uses_local_endpoints_or_drops() {
-    let s = web(json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+    let s = web(
+        json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local",
         "healthCheckNodePort": 32000,
-        "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}));
+        "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}),
+    );
     let remote_only = build(
         std::slice::from_ref(&s),
         &[web_slice(
@@ -289,7 +294,13 @@ fn services_of_another_proxy_get_no_rules() {
             .collect(),
     );
     let t = build(&[s], &[]);
-    assert!(t.ports.is_empty(), "a Service labelled service-proxy-name must be skipped: {t:?}");
+    assert!(
+        t.ports.is_empty(),
+        "a Service labelled service-proxy-name must be skipped: {t:?}"
+    );
     let t = build(&[web(json!({}))], &[]);
-    assert!(!t.ports.is_empty(), "the same Service without the label gets rules");
+    assert!(
+        !t.ports.is_empty(),
+        "the same Service without the label gets rules"
+    );
 }

@@ -1,0 +1,67 @@
+//! Services without kube-proxy, part of the `network` feature: every Service type for pods,
+//! node processes and outside clients, programmed into `table inet knet-services`.
+//!
+//! [`model`] computes the desired service table from Services and EndpointSlices (pure, as
+//! kube-proxy does), [`render`] turns it into nftables chains, sets and verdict-map elements,
+//! [`apply`] diffs it against the last applied ruleset into one `nft -f -` transaction, and
+//! [`sync`] runs that in a debounced, level-triggered loop started by the network feature.
+//! Stale UDP conntrack entries are flushed ([`conntrack`]) and healthCheckNodePorts served
+//! ([`health`]). Disabling the network feature calls [`cleanup`], which removes all of it.
+
+pub mod apply;
+pub mod conntrack;
+pub mod exec;
+pub mod health;
+pub mod model;
+pub mod render;
+pub mod route;
+pub mod status;
+pub mod sync;
+
+use std::path::{Path, PathBuf};
+
+use knet_core::FeatureContext;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use status::StatusLine;
+
+use crate::kernel::{KernelError, Netlink};
+
+/// A services operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServicesError {
+    /// `nft` rejected a transaction or could not run.
+    #[error("nft: {0}")]
+    Nft(String),
+    /// A helper process could not run.
+    #[error("{0}")]
+    Exec(String),
+    /// A kernel operation failed.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+}
+
+/// Starts the services sync loop in the background; it stops with `shutdown`.
+pub fn spawn(
+    ctx: FeatureContext,
+    netns: Option<PathBuf>,
+    line: StatusLine,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(sync::run(ctx, netns, line, shutdown))
+}
+
+/// Removes everything the services dataplane installed: the nft table and the service CIDR
+/// routes.
+pub async fn cleanup(netns: Option<&Path>) -> Result<(), ServicesError> {
+    exec::nft_apply(netns, &apply::delete_script()).await?;
+    let nl = Netlink::open(netns).await?;
+    route::remove(&nl).await
+}
+
+/// Whether the kernel has SCTP (module loaded or built in).
+pub fn sctp_supported() -> bool {
+    Path::new("/proc/sys/net/sctp").exists()
+}

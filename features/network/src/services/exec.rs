@@ -1,0 +1,83 @@
+//! Running `nft` and `conntrack` inside the node's network namespace (the daemon's own when
+//! `None`): the child inherits the namespace of the thread that forks it.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+
+use super::ServicesError;
+use super::render::TABLE;
+use crate::kernel::in_netns;
+
+/// How long one run may take (a cold 30k-Service table is a large transaction).
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs `argv` in `netns` with `stdin` on its standard input.
+pub async fn run(
+    netns: Option<&Path>,
+    argv: &[&str],
+    stdin: &str,
+) -> Result<Output, ServicesError> {
+    let program = argv.first().copied().unwrap_or("true").to_owned();
+    let args: Vec<String> = argv.iter().skip(1).map(|s| (*s).to_owned()).collect();
+    let spawn = move || {
+        tokio::process::Command::new(&program)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+    };
+    let child = match netns {
+        None => spawn(),
+        Some(path) => {
+            let rt = tokio::runtime::Handle::current();
+            in_netns(path, move || {
+                let _guard = rt.enter();
+                spawn()
+            })
+            .await?
+        }
+    };
+    let shown = argv.join(" ");
+    let mut child = child.map_err(|e| ServicesError::Exec(format!("cannot run {shown}: {e}")))?;
+    if let Some(mut pipe) = child.stdin.take() {
+        pipe.write_all(stdin.as_bytes())
+            .await
+            .map_err(|e| ServicesError::Exec(format!("writing to {shown}: {e}")))?;
+    }
+    tokio::time::timeout(TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| ServicesError::Exec(format!("{shown} did not finish within {TIMEOUT:?}")))?
+        .map_err(|e| ServicesError::Exec(format!("{shown}: {e}")))
+}
+
+/// Applies an nft script as one transaction.
+pub async fn nft_apply(netns: Option<&Path>, script: &str) -> Result<(), ServicesError> {
+    let out = run(netns, &["nft", "-f", "-"], script).await?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(ServicesError::Nft(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ))
+    }
+}
+
+/// `nft -t list table inet knet-services`, or an empty string when the table is absent.
+pub async fn nft_list(netns: Option<&Path>) -> Result<String, ServicesError> {
+    let out = run(netns, &["nft", "-t", "list", "table", "inet", TABLE], "").await?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("No such file or directory") {
+            Ok(String::new())
+        } else {
+            Err(ServicesError::Nft(err.trim().to_owned()))
+        }
+    }
+}

@@ -1,0 +1,171 @@
+use serde_json::json;
+
+use super::*;
+use crate::services::model::ServiceTable;
+
+fn table(svc: serde_json::Value, eps: &[(&str, &str)]) -> ServiceTable {
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(svc).expect("svc");
+    let endpoints: Vec<serde_json::Value> = eps
+        .iter()
+        .map(|(ip, node)| json!({"addresses": [ip], "nodeName": node}))
+        .collect();
+    let slice: k8s_openapi::api::discovery::v1::EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"namespace": "ns", "name": "web-1",
+                     "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": endpoints}))
+    .expect("slice");
+    ServiceTable::build([&svc], [&slice], "node-1", false)
+}
+
+fn web(extra: serde_json::Value) -> serde_json::Value {
+    let mut spec = json!({"clusterIP": "10.152.183.5",
+        "ports": [{"name": "http", "port": 80, "nodePort": 30080}]});
+    for (k, v) in extra.as_object().expect("object") {
+        spec[k] = v.clone();
+    }
+    json!({"metadata": {"namespace": "ns", "name": "web"}, "spec": spec})
+}
+
+fn pods() -> Vec<IpNet> {
+    vec!["10.1.0.0/16".parse().expect("cidr")]
+}
+
+#[test]
+fn cluster_ip_dispatches_through_the_map_and_balances_with_numgen() {
+    let r = Ruleset::render(
+        &table(
+            web(json!({})),
+            &[("10.1.0.5", "node-1"), ("10.1.1.5", "node-2")],
+        ),
+        &pods(),
+    );
+    let els = &r.elements["service-ips-v4"];
+    assert_eq!(els.len(), 1);
+    let (key, verdict) = els.iter().next().expect("element");
+    assert_eq!(key, "10.152.183.5 . tcp . 80");
+    let svc = verdict.strip_prefix("goto ").expect("goto");
+    assert!(
+        svc.starts_with("svc4-") && svc.ends_with("-ns/web/tcp/http"),
+        "{svc}"
+    );
+    let rules = &r.chains[svc];
+    assert_eq!(rules.len(), 1);
+    assert!(
+        rules[0].starts_with("numgen random mod 2 vmap { 0 : goto ep4-"),
+        "{rules:?}"
+    );
+    let ep = r
+        .chains
+        .keys()
+        .find(|k| k.starts_with("ep4-") && k.ends_with("__10.1.0.5/8080"))
+        .expect("endpoint chain");
+    assert_eq!(
+        r.chains[ep],
+        vec![
+            "ip saddr 10.1.0.5 jump mark-for-masquerade".to_owned(),
+            "meta l4proto tcp dnat ip to 10.1.0.5:8080".to_owned(),
+        ]
+    );
+    assert!(
+        r.elements["service-nodeports-v4"].is_empty(),
+        "ClusterIP type"
+    );
+}
+
+#[test]
+fn node_port_with_cluster_policy_masquerades_then_uses_the_service_chain() {
+    let r = Ruleset::render(
+        &table(web(json!({"type": "NodePort"})), &[("10.1.0.5", "node-1")]),
+        &pods(),
+    );
+    let v = &r.elements["service-nodeports-v4"]["tcp . 30080"];
+    let ext = v.strip_prefix("goto ").expect("goto");
+    assert!(ext.starts_with("ext4-"));
+    let rules = &r.chains[ext];
+    assert_eq!(rules[0], "jump mark-for-masquerade");
+    assert!(rules[1].starts_with("goto svc4-"), "{rules:?}");
+}
+
+#[test]
+fn external_policy_local_keeps_the_source_and_short_circuits_pods_and_the_node() {
+    let r = Ruleset::render(
+        &table(
+            web(json!({"type": "NodePort", "externalTrafficPolicy": "Local"})),
+            &[("10.1.0.5", "node-1"), ("10.1.1.5", "node-2")],
+        ),
+        &pods(),
+    );
+    let ext = r.elements["service-nodeports-v4"]["tcp . 30080"]
+        .strip_prefix("goto ")
+        .expect("goto")
+        .to_owned();
+    let rules = &r.chains[&ext];
+    assert_eq!(rules[0], "fib saddr type local jump mark-for-masquerade");
+    assert!(rules[1].starts_with("fib saddr type local goto svc4-"));
+    assert!(rules[2].starts_with("ip saddr { 10.1.0.0/16 } goto svc4-"));
+    let svl = rules[3].strip_prefix("goto ").expect("goto svl");
+    assert!(svl.starts_with("svl4-"));
+    assert_eq!(r.chains[svl].len(), 1);
+    assert!(r.chains[svl][0].contains("__10.1.0.5/8080"), "local only");
+}
+
+#[test]
+fn no_endpoints_go_to_the_reject_maps() {
+    let r = Ruleset::render(&table(web(json!({"type": "NodePort"})), &[]), &pods());
+    assert_eq!(
+        r.elements["no-endpoint-services-v4"]["10.152.183.5 . tcp . 80"],
+        "goto reject-chain"
+    );
+    assert_eq!(
+        r.elements["no-endpoint-nodeports-v4"]["tcp . 30080"],
+        "goto reject-chain"
+    );
+    assert!(r.elements["service-ips-v4"].is_empty());
+    assert!(r.chains.is_empty());
+}
+
+#[test]
+fn affinity_uses_one_timeout_set_per_endpoint() {
+    let r = Ruleset::render(
+        &table(
+            web(json!({"sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 7}}})),
+            &[("10.1.0.5", "node-1"), ("10.1.0.6", "node-1")],
+        ),
+        &pods(),
+    );
+    assert_eq!(r.sets.len(), 2);
+    let (name, body) = r.sets.iter().next().expect("set");
+    assert!(name.starts_with("aff4-") && name.ends_with("-7"), "{name}");
+    assert_eq!(body, "type ipv4_addr; flags dynamic,timeout; timeout 7s;");
+    let svc = r
+        .chains
+        .keys()
+        .find(|k| k.starts_with("svc4-"))
+        .expect("svc");
+    assert!(r.chains[svc][0].starts_with(&format!("ip saddr @{name} goto ep4-")));
+    let ep = r
+        .chains
+        .iter()
+        .find(|(k, _)| k.starts_with("ep4-") && k.contains("10.1.0.5"))
+        .expect("ep");
+    assert!(ep.1.contains(&format!("update @{name} {{ ip saddr }}")));
+}
+
+#[test]
+fn static_part_hooks_every_path() {
+    let s = static_part();
+    for needle in [
+        "add chain inet knet-services nat-prerouting { type nat hook prerouting priority -100 ; policy accept ; }",
+        "add chain inet knet-services nat-output { type nat hook output priority -100 ; policy accept ; }",
+        "add rule inet knet-services services ip daddr . meta l4proto . th dport vmap @service-ips-v4",
+        "add rule inet knet-services endpoints-check ip daddr . meta l4proto . th dport vmap @no-endpoint-services-v4",
+        "add rule inet knet-services services fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports-v4",
+        "add rule inet knet-services reject-chain meta l4proto tcp reject with tcp reset",
+        "add rule inet knet-services masquerading masquerade fully-random",
+    ] {
+        assert!(s.contains(needle), "missing {needle:?} in\n{s}");
+    }
+}

@@ -1,0 +1,205 @@
+//! The services ruleset against the real kernel: a node namespace with routed pods and an
+//! outside host, the table rendered from Service/EndpointSlice objects and applied with nft,
+//! then real TCP and UDP packets. Skipped unless root.
+
+#[path = "services/lab.rs"]
+mod lab;
+
+use std::collections::BTreeSet;
+use std::io::ErrorKind;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use knet_network::services::apply::{delete_script, diff_script, full_script, parse_names};
+use knet_network::services::exec::{nft_apply, nft_list};
+use knet_network::services::model::ServiceTable;
+use knet_network::services::render::Ruleset;
+use lab::{NODE_IP, OUTSIDE_IP, Topology, privileged};
+use serde_json::{Value, json};
+
+fn service(name: &str, ip: &str, extra: Value) -> Service {
+    let mut spec = json!({"clusterIP": ip, "clusterIPs": [ip],
+        "ports": [{"name": "p", "port": 80, "protocol": "TCP"},
+                  {"name": "u", "port": 53, "protocol": "UDP"}]});
+    for (k, v) in extra.as_object().expect("object") {
+        spec[k] = v.clone();
+    }
+    serde_json::from_value(json!({"metadata": {"namespace": "t", "name": name}, "spec": spec}))
+        .expect("service")
+}
+
+fn slice(svc: &str, eps: &[(&str, &str)]) -> EndpointSlice {
+    let endpoints: Vec<Value> = eps
+        .iter()
+        .map(|(ip, node)| json!({"addresses": [ip], "nodeName": node}))
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"namespace": "t", "name": format!("{svc}-x"),
+                     "labels": {"kubernetes.io/service-name": svc}},
+        "addressType": "IPv4",
+        "ports": [{"name": "p", "port": 8080, "protocol": "TCP"},
+                  {"name": "u", "port": 8080, "protocol": "UDP"}],
+        "endpoints": endpoints}))
+    .expect("slice")
+}
+
+fn render(services: &[Service], slices: &[EndpointSlice]) -> Ruleset {
+    let table = ServiceTable::build(services, slices, "node", false);
+    Ruleset::render(&table, &["10.1.0.0/16".parse().expect("cidr")])
+}
+
+/// Which servers answered `n` connections to `addr` from `from`.
+fn answers(from: &lab::Ns, addr: &str, n: usize) -> BTreeSet<String> {
+    (0..n)
+        .map(|_| {
+            from.tcp(addr)
+                .unwrap_or_else(|e| panic!("{addr}: {e}"))
+                .split(' ')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_translate_reject_update_and_clean_up() {
+    if !privileged() {
+        return;
+    }
+    let t = Topology::new(3);
+    let (a, b, c) = (&t.pods[0], &t.pods[1], &t.pods[2]);
+    a.0.serve("a", 8080);
+    b.0.serve("b", 8080);
+    let ns = Some(t.node.path());
+    let ns = ns.as_deref();
+    // Node processes need a route to the service CIDR (the feature adds it when missing).
+    t.node
+        .ip(&["route", "add", "10.152.183.0/24", "dev", "ext0"]);
+
+    let both = [("10.1.0.11", "node"), ("10.1.0.12", "node")];
+    let services = vec![
+        service(
+            "web",
+            "10.152.183.5",
+            json!({"type": "NodePort",
+            "ports": [{"name": "p", "port": 80, "nodePort": 30080},
+                      {"name": "u", "port": 53, "protocol": "UDP", "nodePort": 30053}]}),
+        ),
+        service("empty", "10.152.183.7", json!({})),
+        service(
+            "local",
+            "10.152.183.8",
+            json!({"type": "NodePort", "externalTrafficPolicy": "Local",
+            "ports": [{"name": "p", "port": 80, "nodePort": 30081}]}),
+        ),
+        service(
+            "sticky",
+            "10.152.183.9",
+            json!({"sessionAffinity": "ClientIP"}),
+        ),
+        service(
+            "ext",
+            "10.152.183.10",
+            json!({"externalIPs": ["192.0.2.10"]}),
+        ),
+    ];
+    let slices = vec![
+        slice("web", &both),
+        slice("local", &[("10.1.0.11", "node")]),
+        slice("sticky", &both),
+        slice("ext", &both),
+    ];
+    let first = render(&services, &slices);
+    let kernel = parse_names(&nft_list(ns).await.expect("list"));
+    nft_apply(ns, &full_script(&kernel, &first))
+        .await
+        .expect("cold apply");
+
+    // ClusterIP from a pod: both endpoints serve.
+    let client = &c.0;
+    assert_eq!(
+        answers(client, "10.152.183.5:80", 30),
+        BTreeSet::from(["a".to_owned(), "b".to_owned()])
+    );
+    // UDP through the ClusterIP.
+    let u = client.udp("10.152.183.5:53").expect("udp");
+    assert!(u.starts_with('a') || u.starts_with('b'), "{u}");
+    // From the node's own processes (output hook).
+    assert!(!answers(&t.node, "10.152.183.5:80", 4).is_empty());
+    // NodePort from outside (masqueraded: the pod sees the node's address).
+    let seen = t
+        .outside
+        .tcp(&format!("{NODE_IP}:30080"))
+        .expect("nodeport");
+    assert!(seen.ends_with(&format!(" {NODE_IP}")), "{seen}");
+    let seen = t
+        .outside
+        .udp(&format!("{NODE_IP}:30053"))
+        .expect("udp nodeport");
+    assert!(seen.contains(' '), "{seen}");
+    // externalTrafficPolicy Local keeps the client address.
+    let seen = t.outside.tcp(&format!("{NODE_IP}:30081")).expect("local");
+    assert_eq!(seen, format!("a {OUTSIDE_IP}"));
+    // externalIPs from outside.
+    t.outside
+        .ip(&["route", "add", "192.0.2.10", "via", NODE_IP]);
+    assert!(t.outside.tcp("192.0.2.10:80").is_ok());
+    // A Service without endpoints rejects at once (TCP reset), it does not black-hole.
+    let err = client.tcp("10.152.183.7:80").expect_err("no endpoints");
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+    let err = client
+        .udp("10.152.183.7:53")
+        .expect_err("no endpoints, UDP");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::ConnectionRefused,
+        "ICMP unreachable: {err}"
+    );
+    // ClientIP affinity: one client, one endpoint.
+    assert_eq!(answers(client, "10.152.183.9:80", 20).len(), 1);
+    // Hairpin: a pod reaching itself through its Service.
+    let mut s2 = slices.clone();
+    s2[0] = slice("web", &[("10.1.0.11", "node")]);
+    let second = render(&services, &s2);
+    let diff = diff_script(&first, &second);
+    assert!(!diff.contains("add table"), "incremental: {diff}");
+    nft_apply(ns, &diff).await.expect("diff apply");
+    assert_eq!(
+        answers(client, "10.152.183.5:80", 10),
+        BTreeSet::from(["a".to_owned()])
+    );
+    let hair = a.0.tcp("10.152.183.5:80").expect("hairpin");
+    assert!(hair.starts_with("a "), "{hair}");
+    assert_ne!(hair, "a 10.1.0.11", "hairpin traffic is masqueraded");
+
+    // Drift: someone flushes a map; the full sync repairs it.
+    t.node.exec(&[
+        "nft",
+        "flush",
+        "map",
+        "inet",
+        "knet-services",
+        "service-ips-v4",
+    ]);
+    assert!(client.tcp("10.152.183.5:80").is_err());
+    let kernel = parse_names(&nft_list(ns).await.expect("list"));
+    nft_apply(ns, &full_script(&kernel, &second))
+        .await
+        .expect("resync");
+    assert_eq!(
+        answers(client, "10.152.183.5:80", 3),
+        BTreeSet::from(["a".to_owned()])
+    );
+    // Everything removed: stale chains from the first ruleset too.
+    let kernel = parse_names(&nft_list(ns).await.expect("list"));
+    assert_eq!(
+        kernel.chains.len(),
+        second.chains.len() + 12,
+        "no stale chains after a resync"
+    );
+    nft_apply(ns, &delete_script()).await.expect("delete");
+    assert_eq!(nft_list(ns).await.expect("list"), "");
+    assert!(client.tcp("10.152.183.5:80").is_err());
+    let _ = (b, OUTSIDE_IP);
+}
