@@ -19,6 +19,7 @@ use crate::handler::{CniHandler, NodeNetwork};
 use crate::ipam::Ipam;
 use crate::kernel::{Netlink, delete_masquerade};
 use crate::peers::delete_peer_state;
+use crate::services::{self, StatusLine};
 
 pub use podcidr::{ANNOTATION, CLAIMS, node_internal_ips, node_pod_cidrs, pick_free};
 
@@ -66,7 +67,19 @@ impl NetworkFeature {
         }
         let handler = Arc::new(handler);
         ctx.api.register(FeatureId::Network, handler);
-        let result = self.sync_loop(&ctx, &status, &shutdown, &net_tx).await;
+        let line = StatusLine::new(status.clone());
+        let svc_stop = shutdown.child_token();
+        let svc = services::spawn(
+            ctx.clone(),
+            self.node_ns.clone(),
+            line.clone(),
+            svc_stop.clone(),
+        );
+        let result = self
+            .sync_loop(&ctx, &status, &line, &shutdown, &net_tx)
+            .await;
+        svc_stop.cancel();
+        let _ = svc.await;
         ctx.api.unregister(FeatureId::Network);
         result
     }
@@ -75,6 +88,7 @@ impl NetworkFeature {
         &self,
         ctx: &FeatureContext,
         status: &StatusReporter,
+        line: &StatusLine,
         shutdown: &CancellationToken,
         net_tx: &watch::Sender<NodeNetwork>,
     ) -> Result<(), FeatureError> {
@@ -97,10 +111,14 @@ impl NetworkFeature {
                 net_tx,
             };
             match pass.run().await {
-                Ok(msg) => status.ready(msg),
-                Err(sync::SyncError::Waiting(msg)) => status.starting(msg),
+                Ok(msg) => line.network_ready(msg),
+                Err(sync::SyncError::Waiting(msg)) => {
+                    line.network_not_ready();
+                    status.starting(msg);
+                }
                 Err(sync::SyncError::Failed(msg)) => {
                     tracing::warn!(error = %msg, "network sync failed");
+                    line.network_not_ready();
                     status.failed(msg);
                 }
             }
@@ -140,6 +158,9 @@ impl Feature for NetworkFeature {
             delete_masquerade(self.node_ns.as_deref())
                 .await
                 .map_err(|e| FeatureError::with("removing the masquerade table", e))?;
+            services::cleanup(self.node_ns.as_deref())
+                .await
+                .map_err(|e| FeatureError::with("removing the services dataplane", e))?;
             Ok(())
         })
     }
