@@ -175,6 +175,27 @@ impl StatusReporter {
         }
     }
 
+    /// Records one sync of the feature's dataplane (for `/metrics`): counts it by result in
+    /// `knet_feature_syncs_total{feature,result}` and adds its duration to
+    /// `knet_feature_sync_seconds{feature}` (`_count`/`_sum`).
+    pub fn synced(&self, took: std::time::Duration, ok: bool) {
+        let feature = self
+            .row
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .name;
+        let labels = [
+            ("feature", feature.as_str()),
+            ("result", if ok { "ok" } else { "error" }),
+        ];
+        crate::metrics::inc("knet_feature_syncs_total", &labels);
+        crate::metrics::observe(
+            "knet_feature_sync_seconds",
+            &[("feature", feature.as_str())],
+            took.as_secs_f64(),
+        );
+    }
+
     /// A copy of the row.
     pub fn snapshot(&self) -> FeatureStatus {
         self.row
