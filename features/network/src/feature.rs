@@ -110,7 +110,10 @@ impl NetworkFeature {
                 nodes: &nodes,
                 net_tx,
             };
-            match pass.run().await {
+            let started = std::time::Instant::now();
+            let outcome = pass.run().await;
+            status.synced(started.elapsed(), outcome.is_ok());
+            match outcome {
                 Ok(msg) => line.network_ready(msg),
                 Err(sync::SyncError::Waiting(msg)) => {
                     line.network_not_ready();
