@@ -9,7 +9,8 @@ use tracing_subscriber::EnvFilter;
 pub fn init(daemon: bool) {
     // The CLI prints its own one-line errors; library logs would only repeat them.
     let default = if daemon {
-        "info"
+        // hickory logs every request at info.
+        "info,hickory_server=warn,hickory_proto=warn"
     } else {
         "warn,kube_client=off,kube_runtime=off,knet_bootstrap=warn"
     };
