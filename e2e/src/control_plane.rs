@@ -232,12 +232,18 @@ impl ControlPlane {
 }
 
 async fn spawn(argv: Vec<OsString>, logs: &Path, pids: &Path, name: &str) -> Result<Child> {
+    // Tagged like every lab process; the lab id is the run dir's name.
+    let id = pids
+        .parent()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let (child, _) = process::spawn_daemon(
         argv,
         logs.join(format!("{name}.log")),
         pids.join(format!("cp-{name}.pid")),
         name.to_owned(),
-        Vec::new(),
+        vec![(crate::sweep::LAB_ENV.to_owned(), id)],
     )
     .await?;
     Ok(child)

@@ -82,16 +82,43 @@ async fn up_with_pod(id: &str) -> anyhow::Result<()> {
         },
     )
     .await?;
+    // The pod's process (tagged like all lab processes) follows its sandbox.
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client, "default");
+    wait_for(
+        "the pod to run",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let pods = pods.clone();
+            async move {
+                let phase = pods.get("p").await?.status.and_then(|s| s.phase);
+                Ok((phase.as_deref() == Some("Running")).then_some(()))
+            }
+        },
+    )
+    .await?;
+    let tagged = sweep::tagged_processes(id);
     ensure!(
-        !sweep::tagged_processes(id).is_empty(),
-        "no tagged lab processes while up"
+        tagged.len() >= 5,
+        "expected control plane + pod processes tagged with the lab id, found {tagged:?}"
     );
     tracing::info!(id, elapsed = ?t0.elapsed(), "second lab up with a pod");
     Ok(())
 }
 
-/// Checks nothing of lab `id` remains and the host is as it was.
-fn assert_clean(id: &str, before: &Inventory) -> anyhow::Result<()> {
+/// Checks nothing of lab `id` remains, allowing a few seconds for changes
+/// other programs on the machine make concurrently to settle.
+async fn assert_clean(id: &str, before: &Inventory) -> anyhow::Result<()> {
+    wait_for(
+        "a clean machine after teardown",
+        Duration::from_secs(5),
+        Duration::from_millis(250),
+        || async { check_clean(id, before).map(Some) },
+    )
+    .await
+}
+
+fn check_clean(id: &str, before: &Inventory) -> anyhow::Result<()> {
     let prefix = lab_prefix(id);
     let after = Inventory::take()?;
     let mine = |v: &[String]| {
@@ -143,7 +170,7 @@ fn teardown_after_down_leaves_nothing(h: &Harness) -> Result<(), Failed> {
         let down = knet_lab(&["--id", &id, "down"]);
         result?;
         down?;
-        assert_clean(&id, &before)
+        assert_clean(&id, &before).await
     })
 }
 
@@ -183,6 +210,6 @@ fn killed_lab_is_swept(h: &Harness) -> Result<(), Failed> {
             "expected leftovers after a kill (none found: was the lab up?)"
         );
         ensure!(swept.contains(&id), "sweep did not pick up {id}: {swept:?}");
-        assert_clean(&id, &before)
+        assert_clean(&id, &before).await
     })
 }
