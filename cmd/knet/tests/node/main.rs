@@ -6,4 +6,6 @@ mod support;
 
 mod bad_input;
 mod daemon;
+mod dns;
 mod network;
+mod services;

@@ -1,0 +1,155 @@
+//! Helpers for the services lab tests: the Services under test, probes over TCP (curl) and UDP
+//! (socat) from any namespace, an "outside" host on the underlay, bounded polling.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use knet_e2e::{Lab, Segment};
+
+pub const AGNHOST: &str = "registry.k8s.io/e2e-test-images/agnhost:2.53";
+pub const NS: &str = "svc";
+/// Load-balancer and external IPs (routed to node-1 by the outside host).
+pub const LB_IP: &str = "192.0.2.40";
+pub const EXTERNAL_IP: &str = "192.0.2.41";
+
+/// Only the network feature: the others have their own tests.
+pub const CONFIG: &str = "dns:\n  enabled: false\nnetwork-policy:\n  enabled: false\n";
+
+/// An agnhost netexec pod (HTTP 8080, UDP 8081) pinned to `node`, with `labels`.
+pub fn pod_yaml(name: &str, node: &str, labels: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {NS}, labels: {{{labels}}}}}\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    image: {AGNHOST}\n    args: [netexec, --http-port=8080, --udp-port=8081]\n"
+    )
+}
+
+/// A Service selecting `selector`, HTTP on 80 and UDP on 81 (named target ports), with
+/// `extra` spec lines (2-space indented under spec).
+pub fn service_yaml(name: &str, selector: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  selector: {{{selector}}}\n{extra}"
+    )
+}
+
+/// The ports block with node ports `np` (TCP) and `np + 1` (UDP), or none when `np` is 0.
+pub fn ports(np: u16) -> String {
+    if np == 0 {
+        "  ports:\n  - {name: http, port: 80, targetPort: 8080}\n  - {name: udp, port: 81, targetPort: 8081, protocol: UDP}\n".into()
+    } else {
+        format!(
+            "  ports:\n  - {{name: http, port: 80, targetPort: 8080, nodePort: {np}}}\n  - {{name: udp, port: 81, targetPort: 8081, protocol: UDP, nodePort: {}}}\n",
+            np + 1
+        )
+    }
+}
+
+/// `host` for a URL or socat address.
+pub fn host(ip: &str) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_owned()
+    }
+}
+
+/// HTTP GET `http://ip:port/path` from namespace `netns` (bounded); the body or the error.
+pub async fn http(lab: &Lab, netns: &str, ip: &str, port: u16, path: &str) -> Result<String> {
+    let url = format!("http://{}:{port}/{path}", host(ip));
+    let out = lab
+        .exec_in(
+            netns,
+            &["curl", "-gsS", "--fail", "--max-time", "3", &url],
+            Duration::from_secs(6),
+        )
+        .await?;
+    if !out.success() {
+        bail!("curl {url} from {netns}: {}", out.stderr.trim());
+    }
+    Ok(out.stdout.trim().to_owned())
+}
+
+/// netexec's UDP `cmd` to `ip:port` from `netns`; the answer (bounded retries).
+pub async fn udp(lab: &Lab, netns: &str, ip: &str, port: u16, cmd: &str) -> Result<String> {
+    let family = if ip.contains(':') { "UDP6" } else { "UDP4" };
+    let target = format!("{family}:{}:{port}", host(ip));
+    for _ in 0..3 {
+        let out = lab
+            .exec_in(
+                netns,
+                &[
+                    "sh",
+                    "-c",
+                    &format!("echo {cmd} | timeout 5 socat -T2 - {target}"),
+                ],
+                Duration::from_secs(8),
+            )
+            .await?;
+        if !out.stdout.trim().is_empty() {
+            return Ok(out.stdout.trim().to_owned());
+        }
+    }
+    bail!("no UDP answer from {ip}:{port} to {netns}")
+}
+
+/// Strips `:port` from netexec's `/clientip` answer.
+pub fn strip_port(s: &str) -> String {
+    let s = s.trim();
+    match s.rsplit_once(':') {
+        Some((ip, _)) => ip.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        None => s.to_owned(),
+    }
+}
+
+/// Polls `check` every 50 ms until it holds or `timeout` passes; how long it took.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        if check().await {
+            return Some(t.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// A host outside the cluster: its own namespace on underlay segment A, reaching the LB and
+/// external IPs through node-1.
+pub struct Outside {
+    pub netns: String,
+    pub v4: String,
+}
+
+impl Outside {
+    pub async fn start(lab: &Lab, via: &str) -> Outside {
+        let netns = format!("knetlab-{}-svcout", lab.id());
+        let v4 = Segment::A.v4(201).to_string();
+        knet_e2e::netns::add(&netns).await.expect("outside netns");
+        let underlay = lab.underlay_netns();
+        knet_e2e::netns::ip(
+            underlay,
+            &[
+                "link", "add", "vsvc", "type", "veth", "peer", "name", "eth0", "netns", &netns,
+            ],
+        )
+        .await
+        .expect("outside veth");
+        knet_e2e::netns::ip(underlay, &["link", "set", "vsvc", "master", "br-a", "up"])
+            .await
+            .expect("outside veth up");
+        for args in [
+            vec!["addr", "add", &format!("{v4}/24"), "dev", "eth0"],
+            vec!["link", "set", "eth0", "up"],
+            vec!["route", "add", LB_IP, "via", via],
+            vec!["route", "add", EXTERNAL_IP, "via", via],
+        ] {
+            knet_e2e::netns::ip(&netns, &args)
+                .await
+                .expect("outside setup");
+        }
+        Outside { netns, v4 }
+    }
+}
