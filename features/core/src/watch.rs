@@ -41,6 +41,9 @@ pub struct Watched<K: Resource<DynamicType = ()> + Clone + 'static> {
     /// The objects.
     pub store: Store<K>,
     generation: watch::Receiver<u64>,
+    /// Set once the first full list has been applied. (kube's `Store::wait_until_ready` wakes
+    /// only one of several concurrent waiters, and features share stores, so we track it here.)
+    synced: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Watches {
@@ -85,6 +88,7 @@ impl Watches {
     {
         let (reader, writer) = reflector::store::<K>();
         let (tx, rx) = watch::channel(0u64);
+        let (synced_tx, synced_rx) = watch::channel(false);
         let api: Api<K> = Api::all(self.client.clone());
         let health = self.health.clone();
         let shutdown = self.shutdown.clone();
@@ -101,7 +105,10 @@ impl Watches {
                     next = stream.next() => next,
                 };
                 match next {
-                    Some(Ok(_event)) => {
+                    Some(Ok(event)) => {
+                        if matches!(event, watcher::Event::InitDone) {
+                            synced_tx.send_replace(true);
+                        }
                         health
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
@@ -122,6 +129,7 @@ impl Watches {
         Watched {
             store: reader,
             generation: rx,
+            synced: synced_rx,
         }
     }
 
@@ -144,9 +152,15 @@ impl Watches {
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Watched<K> {
     /// Waits until the first full list has arrived (bounded by `timeout`). Returns whether it did.
     pub async fn wait_synced(&self, timeout: Duration) -> bool {
-        tokio::time::timeout(timeout, self.store.wait_until_ready())
+        let mut synced = self.synced.clone();
+        tokio::time::timeout(timeout, synced.wait_for(|s| *s))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Whether the first full list has arrived.
+    pub fn is_synced(&self) -> bool {
+        *self.synced.borrow()
     }
 
     /// Waits for the next change after the last one this handle saw. Returns false if the watch
