@@ -116,6 +116,21 @@ pub enum BootstrapError {
         /// Where to look (log file or journal).
         hint: String,
     },
+    /// Reset found a daemon still serving the node's socket (a unit of another name, or one
+    /// started by hand): cleaning up under it would race with it putting things back.
+    #[error(
+        "a knet daemon still answers on {socket}; stop it (systemctl stop, or kill the `knet daemon` process) and run knet reset again"
+    )]
+    DaemonStillRunning {
+        /// The socket path.
+        socket: String,
+    },
+    /// Some features' cleanups failed; reset went on with everything else.
+    #[error("cleanup failed for {}; run knet reset again, or remove the leftovers by hand (see docs/bootstrap.md)", format_pending(.failed))]
+    Cleanup {
+        /// (feature, error).
+        failed: Vec<(String, String)>,
+    },
     /// Some enabled features did not become ready in time.
     #[error("not ready after {timeout:?}: {}", format_pending(.pending))]
     NotReady {

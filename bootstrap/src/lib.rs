@@ -6,7 +6,8 @@
 //! CNI conflist and plugin binary atomically, the sysctls the features need, initialising the
 //! store, starting the daemon (systemd unit, or a documented detached mode), waiting until the
 //! enabled features are ready, and the bootstrap marker that makes a second run a no-op.
-//! [`reset`] removes what bootstrap installed (the snap remove hook and tests use it).
+//! [`reset`] removes what bootstrap installed; `knet reset` runs [`stop_daemon`], then every
+//! feature's cleanup ([`cleanup_features`]), then [`reset`] (the snap remove hook calls it).
 //!
 //! The order differs from the order in which a reader might list the steps in one place: the
 //! Kubernetes API is contacted right after preflight and *before* anything is written to the
@@ -30,8 +31,6 @@ mod options;
 pub mod preflight;
 mod reset;
 mod sysctl;
-#[cfg(feature = "test-util")]
-pub mod testing;
 mod wait;
 
 pub use cluster_config::{
@@ -39,14 +38,16 @@ pub use cluster_config::{
     IgnoredKey, decide, ensure_cluster_config, read_cluster_config,
 };
 pub use daemon::{
-    DaemonState, SYSTEMD_UNIT_NAME, daemon_args, detached_daemon_pid, is_knet_daemon, snap_dropin,
-    start_daemon, systemd_unit,
+    DaemonState, SYSTEMD_UNIT_NAME, daemon_args, detached_daemon_pid, is_knet_daemon,
+    parse_dropin_environment, snap_dropin, snap_dropin_environment, start_daemon, systemd_unit,
 };
 pub use error::BootstrapError;
 pub use flow::{STORE_CONFIG_KEY, STORE_CONFIG_TREE, bootstrap, bootstrap_with};
 pub use install::{Changed, install_plugin, write_conflist};
 pub use options::{BootstrapOptions, DaemonStart, Outcome, Step};
 pub use preflight::{Check, CheckId, Report, Severity, preflight};
-pub use reset::{ResetStep, reset};
+pub use reset::{
+    CleanupOptions, ResetStep, cleanup_features, remove_node_files, reset, stop_daemon,
+};
 pub use sysctl::{SYSCTLS, SysctlChange, SysctlOutcome, SysctlWant, apply_sysctls};
 pub use wait::wait_ready;

@@ -1,15 +1,25 @@
 //! `knet reset`: undo what bootstrap did on this node. Used by the snap remove hook and tests.
 //!
-//! Stops the daemon (this node's systemd unit, or the detached daemon named by the pid file,
-//! only if `/proc/PID/cmdline` is a knet daemon), then removes the conflist, the plugin binary,
-//! the marker and the store. The daemon's log is kept for post-mortems. Links, routes and
-//! nftables rules belong to the features, which remove their own on shutdown or in their
-//! cleanup; the cluster-wide ConfigMap is left alone (other nodes use it).
+//! Three steps, each usable alone and each safe to repeat:
+//! 1. [`stop_daemon`]: this node's systemd unit (one whose `ExecStart` names this state dir), the
+//!    snap service's drop-in, or the detached daemon named by the pid file (only if
+//!    `/proc/PID/cmdline` is a knet daemon). Stopping the daemon leaves the dataplane in place.
+//! 2. [`cleanup_features`]: every feature module's `cleanup`, in-process, with the daemon
+//!    stopped: what the features installed (links, routes, nftables tables, addresses).
+//! 3. [`remove_node_files`]: the conflist, the plugin binary, the marker, the pid file, the socket
+//!    and the store. The daemon's log is kept for post-mortems.
+//!
+//! [`reset`] is steps 1 and 3. The cluster-wide ConfigMap is left alone (other nodes use it).
+
+mod features;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use knet_core::FeatureId;
 use knet_core::paths::Paths;
+
+pub use features::{CleanupOptions, cleanup_features};
 
 use crate::daemon::{self, UNIT_PATH};
 use crate::{BootstrapError, fsutil};
@@ -27,6 +37,23 @@ pub enum ResetStep {
     DaemonStopped {
         /// Its pid.
         pid: u32,
+    },
+    /// A feature's cleanup ran to completion.
+    FeatureCleaned {
+        /// Which feature.
+        feature: FeatureId,
+    },
+    /// A feature's cleanup failed (reset goes on with the others).
+    FeatureCleanupFailed {
+        /// Which feature.
+        feature: FeatureId,
+        /// Why, in words.
+        error: String,
+    },
+    /// The Kubernetes API cannot be used: the features' cleanups only undo node-local state.
+    ApiUnavailable {
+        /// Why.
+        reason: String,
     },
     /// A file or directory was removed.
     Removed {
@@ -47,14 +74,37 @@ impl fmt::Display for ResetStep {
                 write!(f, "stopped and removed systemd unit {}", path.display())
             }
             ResetStep::DaemonStopped { pid } => write!(f, "stopped the daemon (pid {pid})"),
+            ResetStep::FeatureCleaned { feature } => {
+                write!(f, "{feature}: removed what it installed on this node")
+            }
+            ResetStep::FeatureCleanupFailed { feature, error } => {
+                write!(f, "{feature}: cleanup failed: {error}")
+            }
+            ResetStep::ApiUnavailable { reason } => write!(
+                f,
+                "the Kubernetes API is not usable ({reason}); cleaning up node-local state only"
+            ),
             ResetStep::Removed { path } => write!(f, "removed {}", path.display()),
             ResetStep::Absent { path } => write!(f, "{} was not there", path.display()),
         }
     }
 }
 
-/// Stops the daemon and removes what bootstrap installed. Safe to run repeatedly.
+/// Stops the daemon and removes what bootstrap installed ([`stop_daemon`], then
+/// [`remove_node_files`]); features' kernel state is [`cleanup_features`]'s job. Safe to run
+/// repeatedly.
 pub async fn reset(
+    paths: &Paths,
+    progress: &mut dyn FnMut(ResetStep),
+) -> Result<(), BootstrapError> {
+    stop_daemon(paths, progress).await?;
+    remove_node_files(paths, progress)
+}
+
+/// Stops this node's daemon: the systemd unit (only if it is this node's) or the snap service's
+/// drop-in, and the detached daemon named by the pid file (only if it is a knet daemon:
+/// SIGTERM, 10 s, then SIGKILL). Returns once it is gone.
+pub async fn stop_daemon(
     paths: &Paths,
     progress: &mut dyn FnMut(ResetStep),
 ) -> Result<(), BootstrapError> {
@@ -72,6 +122,15 @@ pub async fn reset(
     if let Some(pid) = stopped {
         progress(ResetStep::DaemonStopped { pid });
     }
+    Ok(())
+}
+
+/// Removes the conflist, the plugin binary, the marker, the pid file, the socket, the store and
+/// any store a recovery moved aside (`store.broken-*`). The log is kept.
+pub fn remove_node_files(
+    paths: &Paths,
+    progress: &mut dyn FnMut(ResetStep),
+) -> Result<(), BootstrapError> {
     for path in [
         paths.cni_conflist(),
         paths.cni_plugin(),
@@ -84,13 +143,54 @@ pub async fn reset(
         };
         progress(step);
     }
-    let store = paths.store_dir();
-    match std::fs::remove_dir_all(&store) {
-        Ok(()) => progress(ResetStep::Removed { path: store }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            progress(ResetStep::Absent { path: store });
+    // Runtime files: reported only when something was there.
+    for path in [paths.pid_file(), paths.socket()] {
+        if fsutil::remove_if_exists(&path)? {
+            progress(ResetStep::Removed { path });
         }
-        Err(e) => return Err(BootstrapError::io("remove", store, e)),
+    }
+    let store = paths.store_dir();
+    if remove_dir(&store)? {
+        progress(ResetStep::Removed { path: store });
+    } else {
+        progress(ResetStep::Absent { path: store });
+    }
+    for broken in broken_stores(paths)? {
+        if remove_dir(&broken)? {
+            progress(ResetStep::Removed { path: broken });
+        }
     }
     Ok(())
+}
+
+fn remove_dir(path: &Path) -> Result<bool, BootstrapError> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(BootstrapError::io("remove", path, e)),
+    }
+}
+
+/// Stores a recovery moved aside: `<state-dir>/store.broken-<unix time>`.
+fn broken_stores(paths: &Paths) -> Result<Vec<PathBuf>, BootstrapError> {
+    let prefix = format!(
+        "{}.broken-",
+        paths
+            .store_dir()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    let entries = match std::fs::read_dir(&paths.state_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(BootstrapError::io("read directory", &paths.state_dir, e)),
+    };
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    Ok(found)
 }

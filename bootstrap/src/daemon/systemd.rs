@@ -22,7 +22,7 @@ const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(90);
 pub fn systemd_unit(knet: &Path, args: &[String]) -> String {
     let exec: Vec<String> = std::iter::once(knet.display().to_string())
         .chain(args.iter().cloned())
-        .map(|a| quote(&a))
+        .map(|a| quote_exec(&a))
         .collect();
     format!(
         "# Written by `knet bootstrap`; `knet reset` removes it.
@@ -60,16 +60,53 @@ pub fn snap_dropin(paths: &Paths, node_name: &str, kubeconfig: Option<&Path>) ->
     let mut text =
         "# Written by `knet bootstrap`; `knet reset` removes it.\n[Service]\n".to_owned();
     for (k, v) in vars {
-        text.push_str(&format!("Environment={}\n", quote(&format!("{k}={v}"))));
+        text.push_str(&format!("Environment={}\n", quote_env(&format!("{k}={v}"))));
     }
     text
 }
 
-/// The drop-in's path for the snap named `snap`.
+/// The `NAME=value` assignments of a drop-in's `Environment=` lines, as [`snap_dropin`] writes
+/// them (one quoted or bare word per line): the inverse of its quoting.
+pub fn parse_dropin_environment(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("Environment="))
+        .filter_map(|word| {
+            let word = unquote(word.trim()).replace("%%", "%");
+            let (k, v) = word.split_once('=')?;
+            Some((k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+/// The snap's instance name (`SNAP_INSTANCE_NAME`, which differs from `SNAP_NAME` for parallel
+/// installs and names the units), if we run inside a snap.
+fn snap_instance() -> Option<String> {
+    std::env::var("SNAP_INSTANCE_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("SNAP_NAME").ok().filter(|s| !s.is_empty()))
+}
+
+/// The drop-in's path for the snap instance `snap`.
 fn dropin_path(snap: &str) -> PathBuf {
     PathBuf::from(format!(
         "/etc/systemd/system/snap.{snap}.daemon.service.d/10-knet-bootstrap.conf"
     ))
+}
+
+/// Inside the snap: the `KNET_*` assignments bootstrap wrote into the daemon service's drop-in
+/// (`None` outside a snap, or when there is no drop-in: the node was not bootstrapped through
+/// the snap service). The snap's remove hook resets the paths found here.
+pub fn snap_dropin_environment() -> Result<Option<Vec<(String, String)>>, BootstrapError> {
+    let Some(snap) = snap_instance() else {
+        return Ok(None);
+    };
+    let path = dropin_path(&snap);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(parse_dropin_environment(&text))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(BootstrapError::io("read", path, e)),
+    }
 }
 
 /// Writes (if changed), enables and starts the unit; restarts it when the unit changed.
@@ -78,7 +115,7 @@ pub(super) fn start(
     args: &[String],
     dropin: &str,
 ) -> Result<DaemonState, BootstrapError> {
-    if let Ok(snap) = std::env::var("SNAP_NAME") {
+    if let Some(snap) = snap_instance() {
         let unit = format!("snap.{snap}.daemon.service");
         return enable(&dropin_path(&snap), dropin, &unit);
     }
@@ -109,7 +146,7 @@ fn enable(path: &Path, text: &str, unit: &str) -> Result<DaemonState, BootstrapE
 /// Disables and removes the unit, but only if it is this node's (its ExecStart names this
 /// state dir): on a machine with several nodes, resetting one leaves the host's unit alone.
 pub(crate) fn stop_systemd_unit(paths: &Paths) -> Result<bool, BootstrapError> {
-    if let Ok(snap) = std::env::var("SNAP_NAME") {
+    if let Some(snap) = snap_instance() {
         // snapd stops and removes its own unit; only our drop-in is ours to remove.
         let path = dropin_path(&snap);
         let removed = fsutil::remove_if_exists(&path)?;
@@ -124,7 +161,7 @@ pub(crate) fn stop_systemd_unit(paths: &Paths) -> Result<bool, BootstrapError> {
     };
     let flag = format!(
         " --state-dir {} ",
-        quote(&paths.state_dir.display().to_string())
+        quote_exec(&paths.state_dir.display().to_string())
     );
     let ours = text
         .lines()
@@ -155,10 +192,22 @@ fn systemctl(args: &[&str]) -> Result<(), BootstrapError> {
     }
 }
 
-/// Quotes an ExecStart word if it needs it (systemd splits on whitespace, honours `"..."`
-/// with backslash escapes, and expands `%` and `$`).
-fn quote(word: &str) -> String {
-    let escaped = word.replace('%', "%%").replace('$', "$$");
+/// Quotes a word of an `ExecStart=` line. systemd splits the line on whitespace, honours
+/// `"..."` with C-style backslash escapes, resolves `%` specifiers and substitutes `$VAR` and
+/// `${VAR}` (systemd.service(5), "Command lines"): so `%` is written `%%`, `$` is written `$$`,
+/// and a word with whitespace, quotes or backslashes is double-quoted.
+fn quote_exec(word: &str) -> String {
+    quote_word(&word.replace('%', "%%").replace('$', "$$"))
+}
+
+/// Quotes the `NAME=value` word of an `Environment=` line. Its value is unquoted like an
+/// `ExecStart=` word and `%` specifiers are resolved, but no variable substitution happens (`$`
+/// "has no special meaning", systemd.exec(5)): `%` is written `%%`, `$` stays as it is.
+fn quote_env(assignment: &str) -> String {
+    quote_word(&assignment.replace('%', "%%"))
+}
+
+fn quote_word(escaped: &str) -> String {
     if escaped.is_empty()
         || escaped
             .chars()
@@ -166,8 +215,25 @@ fn quote(word: &str) -> String {
     {
         format!("\"{}\"", escaped.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
-        escaped
+        escaped.to_owned()
     }
+}
+
+/// Undoes [`quote_word`]: a `"..."` word loses its quotes and backslash escapes; a bare word is
+/// returned as it is.
+fn unquote(word: &str) -> String {
+    let Some(inner) = word.strip_prefix('"').and_then(|w| w.strip_suffix('"')) else {
+        return word.to_owned();
+    };
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -216,12 +282,61 @@ mod tests {
     }
 
     #[test]
-    fn quoting() {
-        assert_eq!(quote("plain"), "plain");
-        assert_eq!(quote("a b"), "\"a b\"");
-        assert_eq!(quote("50%"), "50%%");
-        assert_eq!(quote("$HOME"), "$$HOME");
-        assert_eq!(quote("say \"hi\""), "\"say \\\"hi\\\"\"");
-        assert_eq!(quote(""), "\"\"");
+    fn exec_words_double_percent_and_dollar() {
+        assert_eq!(quote_exec("plain"), "plain");
+        assert_eq!(quote_exec("a b"), "\"a b\"");
+        assert_eq!(quote_exec("50%"), "50%%");
+        assert_eq!(quote_exec("$HOME"), "$$HOME");
+        assert_eq!(quote_exec("say \"hi\""), "\"say \\\"hi\\\"\"");
+        assert_eq!(quote_exec("a\\b"), "\"a\\\\b\"");
+        assert_eq!(quote_exec(""), "\"\"");
+    }
+
+    #[test]
+    fn environment_values_keep_dollar_and_double_percent() {
+        // systemd.exec(5): no variable expansion in Environment=, "$" has no special meaning;
+        // specifiers are resolved, so "%" must be "%%".
+        assert_eq!(
+            quote_env("KNET_STATE_DIR=/srv/$node"),
+            "KNET_STATE_DIR=/srv/$node"
+        );
+        assert_eq!(quote_env("KNET_NODE_NAME=50%"), "KNET_NODE_NAME=50%%");
+        assert_eq!(quote_env("KNET_NODE_NAME=a $b"), "\"KNET_NODE_NAME=a $b\"");
+        let paths = Paths {
+            state_dir: "/srv/knet$1".into(),
+            run_dir: "/run/knet".into(),
+            cni_conf_dir: "/etc/cni/net.d".into(),
+            cni_bin_dir: "/opt/cni/bin".into(),
+        };
+        let text = snap_dropin(&paths, "n1", None);
+        assert!(
+            text.contains("\nEnvironment=KNET_STATE_DIR=/srv/knet$1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn dropin_environment_round_trips() {
+        let paths = Paths {
+            state_dir: "/srv/knet $1/100%".into(),
+            run_dir: "/run/kn\"et".into(),
+            cni_conf_dir: "/etc/cni/net\\d".into(),
+            cni_bin_dir: "/opt/cni/bin".into(),
+        };
+        let text = snap_dropin(&paths, "node 1", Some(Path::new("/etc/k.conf")));
+        let vars = parse_dropin_environment(&text);
+        let want: Vec<(String, String)> = [
+            (env::STATE_DIR, "/srv/knet $1/100%"),
+            (env::RUN_DIR, "/run/kn\"et"),
+            (env::CNI_CONF_DIR, "/etc/cni/net\\d"),
+            (env::CNI_BIN_DIR, "/opt/cni/bin"),
+            (env::NODE_NAME, "node 1"),
+            (env::KUBECONFIG, "/etc/k.conf"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        assert_eq!(vars, want);
+        assert!(parse_dropin_environment("[Service]\nRestart=always\n").is_empty());
     }
 }

@@ -1,8 +1,7 @@
-//! Test fixtures: named network namespaces, a fake Kubernetes API server, a fake daemon API,
-//! a fake knet binary.
+//! Test fixtures: named network namespaces, node paths in temp dirs, kubeconfigs, and the lab
+//! (a real kube-apiserver and network-namespace nodes, `support/lab.rs`).
 
-pub mod apiserver;
-pub mod daemon_api;
+pub mod lab;
 pub mod netns;
 
 use std::path::{Path, PathBuf};
@@ -19,18 +18,48 @@ pub fn temp_paths(root: &Path) -> Paths {
     }
 }
 
-/// A shell script named `knet` that logs its arguments and runs until SIGTERM; `exit_code`
-/// makes it exit at once instead.
-pub fn fake_knet(dir: &Path, exit_code: Option<i32>) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join("knet");
-    let body = match exit_code {
-        Some(code) => format!("echo \"fake knet failing: $*\"\nexit {code}\n"),
-        None => "echo \"fake knet $*\"\ntrap 'exit 0' TERM\nwhile :; do sleep 0.1; done\n".into(),
-    };
-    std::fs::write(&path, format!("#!/bin/sh\n{body}")).expect("write fake knet");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+/// The real knet binary, `target/debug/knet` of this workspace (`make test` builds it before
+/// the tests run). Missing, the test fails saying how to build it.
+pub fn knet_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/knet");
+    assert!(
+        path.is_file(),
+        "the knet binary {} is missing: run `cargo build -p knet` (make test builds it) before these tests",
+        path.display()
+    );
     path
+}
+
+/// Writes a kubeconfig for `server` (plain HTTP, a dummy token) into `dir`.
+pub fn write_kubeconfig(dir: &Path, server: &str) -> PathBuf {
+    let path = dir.join("kubeconfig");
+    let text = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster:
+    server: {server}
+users:
+- name: u
+  user:
+    token: not-a-secret
+contexts:
+- name: c
+  context:
+    cluster: c
+    user: u
+current-context: c
+"
+    );
+    std::fs::write(&path, text).expect("write kubeconfig");
+    path
+}
+
+/// A port on 127.0.0.1 that nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
 }
 
 /// Whether `pid` exists and is not a zombie.
@@ -40,6 +69,17 @@ pub fn alive(pid: u32) -> bool {
             .and_then(|(_, r)| r.split_whitespace().next())
             .is_some_and(|st| st != "Z" && st != "X")
     })
+}
+
+/// Waits (at most 15 s) until `pid` is gone.
+pub async fn wait_gone(pid: u32) {
+    for _ in 0..300 {
+        if !alive(pid) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("process {pid} is still alive after 15 s");
 }
 
 /// Every entry under `dir`, recursively, relative and sorted.
