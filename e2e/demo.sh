@@ -93,6 +93,7 @@ for _ in $(seq 8); do in_client curl -sS --max-time 5 http://web.demo/hostname; 
 
 step "through the NodePort from node-2's host namespace"
 node1=$(kubectl get node node-1 -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
+node1=${node1%% *}   # the IPv4 address (nodes are dual-stack on the underlay)
 for _ in $(seq 4); do
   ip netns exec "${PREFIX}node-2" curl -sS --max-time 5 "http://$node1:30080/hostname"; echo
 done | sort | uniq -c
