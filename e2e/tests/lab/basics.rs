@@ -20,7 +20,7 @@ pub const TESTS: &[(&str, TestFn)] = &[
         "control_plane_answers_version",
         control_plane_answers_version,
     ),
-    ("warm_start_is_under_30s", warm_start_is_under_30s),
+    ("warm_start_is_measured", warm_start_is_measured),
     (
         "nodes_get_pod_cidrs_and_stay_ready",
         nodes_get_pod_cidrs_and_stay_ready,
@@ -49,7 +49,9 @@ fn control_plane_answers_version(h: &Harness) -> Result<(), Failed> {
     })
 }
 
-fn warm_start_is_under_30s(h: &Harness) -> Result<(), Failed> {
+/// Prints the warm start time (the target is under 30 s; tests never assert times, so
+/// this checks only that the measurement is consistent).
+fn warm_start_is_measured(h: &Harness) -> Result<(), Failed> {
     let lab = h.lab()?;
     let (total, cp) = lab.startup();
     let _ = writeln!(
@@ -58,8 +60,10 @@ fn warm_start_is_under_30s(h: &Harness) -> Result<(), Failed> {
         total.as_secs_f64(),
         cp.as_secs_f64()
     );
-    if total >= Duration::from_secs(30) {
-        return Err(format!("lab start took {total:?} (limit 30 s)").into());
+    if cp.is_zero() || cp > total {
+        return Err(
+            format!("inconsistent start times: total {total:?}, control plane {cp:?}").into(),
+        );
     }
     Ok(())
 }
