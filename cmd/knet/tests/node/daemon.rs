@@ -115,6 +115,39 @@ async fn bootstrap_then_enable_disable_set_get_status_round_trip() {
         out.stdout
     );
 
+    // Health, readiness and metrics on the local API socket.
+    let n = lab.node(NODE).expect("node");
+    let sock = n.run_dir.join("knet.sock").display().to_string();
+    let get = |path: &'static str| {
+        let sock = sock.clone();
+        async move {
+            knet_e2e::process::run(
+                &[
+                    "curl",
+                    "-sS",
+                    "--unix-socket",
+                    &sock,
+                    &format!("http://knet{path}"),
+                ],
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("curl")
+        }
+    };
+    assert_eq!(get("/healthz").await.stdout, "ok\n");
+    let metrics = get("/metrics").await.stdout;
+    for needle in [
+        "knet_feature_starts_total{feature=\"network\"}",
+        "knet_feature_syncs_total{feature=\"network\",result=\"ok\"}",
+        "knet_feature_sync_seconds_count{feature=\"network\"}",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "/metrics lacks {needle}:\n{metrics}"
+        );
+    }
+
     // A second bootstrap says the node is already bootstrapped and changes nothing.
     let again = support::bootstrap(&lab, None).await;
     assert!(again.success(), "{}", again.stderr);
