@@ -179,11 +179,7 @@ impl StatusReporter {
     /// `knet_feature_syncs_total{feature,result}` and adds its duration to
     /// `knet_feature_sync_seconds{feature}` (`_count`/`_sum`).
     pub fn synced(&self, took: std::time::Duration, ok: bool) {
-        let feature = self
-            .row
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .name;
+        let feature = self.row.lock().unwrap_or_else(PoisonError::into_inner).name;
         let labels = [
             ("feature", feature.as_str()),
             ("result", if ok { "ok" } else { "error" }),
