@@ -610,53 +610,82 @@ impl Upstreams {
             let d = up.dir.path().join(format!("ns{i}"));
             std::fs::create_dir_all(&d).expect("dir");
             write_named_config(&d, &ip, &format!("ns{i}"));
-            let conf = d.join("named.conf");
-            let out = lab
-                .exec_in(
-                    &netns,
-                    &["/usr/sbin/named", "-c", &conf.display().to_string()],
-                    Duration::from_secs(10),
-                )
-                .await
-                .expect("named");
-            assert!(out.success(), "named {ip}: {}", out.stderr);
-            let pid = poll(Duration::from_secs(10), || async {
-                std::fs::read_to_string(d.join("named.pid"))
-                    .ok()
-                    .and_then(|p| p.trim().parse::<i32>().ok())
-            })
-            .await
-            .expect("named wrote its pid file")
-            .0;
-            up.pids.push(Some(pid));
-            up.ips.push(ip.clone());
-            // Answers, before knet is pointed at it.
-            poll(Duration::from_secs(10), || async {
-                let out = lab
-                    .exec_in(
-                        &netns,
-                        &[
-                            "dig",
-                            "+short",
-                            "+time=1",
-                            "+tries=1",
-                            &format!("@{ip}"),
-                            "www.example.test",
-                        ],
-                        Duration::from_secs(5),
-                    )
-                    .await
-                    .ok()?;
-                (out.stdout.trim() == "192.0.2.80").then_some(())
-            })
-            .await
-            .unwrap_or_else(|| panic!("named on {ip} never answered"));
+            up.pids.push(None);
+            up.ips.push(ip);
+            up.run(lab, i).await;
         }
         up
     }
 
+    /// Starts `named` for upstream `i` (it daemonizes; its pid file says which process it is)
+    /// and waits until it answers.
+    async fn run(&mut self, lab: &Lab, i: usize) {
+        let d = self.dir.path().join(format!("ns{i}"));
+        let ip = self.ips[i].clone();
+        let _ = std::fs::remove_file(d.join("named.pid"));
+        let conf = d.join("named.conf");
+        let out = lab
+            .exec_in(
+                &self.netns,
+                &["/usr/sbin/named", "-c", &conf.display().to_string()],
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("named");
+        assert!(out.success(), "named {ip}: {}", out.stderr);
+        let pid = poll(Duration::from_secs(10), || async {
+            std::fs::read_to_string(d.join("named.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+        })
+        .await
+        .expect("named wrote its pid file")
+        .0;
+        self.pids[i] = Some(pid);
+        let netns = self.netns.clone();
+        poll(Duration::from_secs(10), || async {
+            let out = lab
+                .exec_in(
+                    &netns,
+                    &[
+                        "dig",
+                        "+short",
+                        "+time=1",
+                        "+tries=1",
+                        &format!("@{ip}"),
+                        "www.example.test",
+                    ],
+                    Duration::from_secs(5),
+                )
+                .await
+                .ok()?;
+            (out.stdout.trim() == "192.0.2.80").then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("named on {ip} never answered"));
+    }
+
+    /// Makes upstream `i` silently drop queries (`on`), or stops doing so: timeouts, not
+    /// refusals.
+    async fn blackhole(&self, lab: &Lab, i: usize, on: bool) {
+        let ip = &self.ips[i];
+        let script = if on {
+            format!(
+                "nft add table inet dnsbh && nft add chain inet dnsbh in '{{ type filter hook input priority 0; }}' && \
+                 nft add rule inet dnsbh in ip daddr {ip} meta l4proto {{ udp, tcp }} th dport 53 drop"
+            )
+        } else {
+            "nft delete table inet dnsbh".to_owned()
+        };
+        let out = lab
+            .exec_in(&self.netns, &["sh", "-c", &script], Duration::from_secs(10))
+            .await
+            .expect("nft");
+        assert!(out.success(), "{script}: {}", out.stderr);
+    }
+
     /// Stops upstream `i` (SIGTERM, then SIGKILL), by the pid it wrote.
-    async fn stop(&mut self, i: usize) {
+    fn stop(&mut self, i: usize) {
         if let Some(pid) = self.pids[i].take() {
             kill(pid);
         }
@@ -702,9 +731,31 @@ fn write_named_config(d: &Path, ip: &str, who: &str) {
     );
     std::fs::write(p("named.conf"), conf).expect("named.conf");
     let zone = format!(
-        "$TTL 60\n@ IN SOA ns.example.test. admin.example.test. 1 3600 600 86400 60\n@ IN NS ns.example.test.\nns IN A {ip}\nwww IN A 192.0.2.80\nwho IN TXT \"{who}\"\n* IN A 192.0.2.77\n"
+        "$TTL 60\n@ IN SOA ns.example.test. admin.example.test. 1 3600 600 86400 60\n@ IN NS ns.example.test.\nns IN A {ip}\nwww IN A 192.0.2.80\n*.who IN TXT \"{who}\"\n* IN A 192.0.2.77\n"
     );
     std::fs::write(p("example.test.zone"), zone).expect("zone");
+}
+
+/// Twelve never-asked names (so never cached) from both clients, alternating UDP and TCP: each
+/// must be answered by an upstream.
+async fn fresh_names(lab: &Lab, tag: &str, why: &str) {
+    let start = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for n in 0..6 {
+        for pod in CLIENTS {
+            let name = format!("{tag}-{n}-{pod}.example.test.");
+            let t = Instant::now();
+            let r = dig_opt(lab, pod, &name, "A", n % 2 == 1)
+                .await
+                .unwrap_or_else(|| panic!("{name} from {pod}: no reply {why}"));
+            r.expect("A", &["192.0.2.77"], &format!("{name} from {pod} {why}"));
+            slowest = slowest.max(t.elapsed());
+        }
+    }
+    println!(
+        "12 fresh names {why}: {:?} in all, slowest {slowest:?} (dig run in the pod included)",
+        start.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -792,34 +843,21 @@ async fn dns_forwards_to_upstreams_and_fails_over() {
         );
     }
 
-    // Failover: stop the first upstream; fresh names (never cached) are still answered.
-    up.stop(0).await;
-    let start = Instant::now();
-    for n in 0..6 {
-        for pod in CLIENTS {
-            let name = format!("after-stop-{n}-{pod}.example.test.");
-            let t = Instant::now();
-            let r = dig_opt(&lab, pod, &name, "A", n % 2 == 1).await;
-            let r = r.unwrap_or_else(|| {
-                panic!("{name} from {pod}: no reply after one upstream stopped")
-            });
-            r.expect(
-                "A",
-                &["192.0.2.77"],
-                &format!("{name} from {pod} with one upstream down"),
-            );
-            println!(
-                "{name} from {pod} with one upstream down: {:?}",
-                t.elapsed()
-            );
-        }
-    }
-    println!("12 fresh names through failover in {:?}", start.elapsed());
-    let who = dig(&lab, "client", "who.example.test.", "TXT", false).await;
-    who.expect("TXT", &["\"ns1\""], "only the second upstream is left");
+    // Failover on timeouts: the first upstream drops queries; fresh names (never cached) are
+    // still answered, through the second one.
+    up.blackhole(&lab, 0, true).await;
+    fresh_names(&lab, "blackholed", "with the first upstream silent").await;
+    up.blackhole(&lab, 0, false).await;
+
+    // Failover on a stopped server: stop the first upstream's process.
+    up.stop(0);
+    fresh_names(&lab, "stopped", "with the first upstream stopped").await;
+    dig(&lab, "client", "s1.who.example.test.", "TXT", false)
+        .await
+        .expect("TXT", &["\"ns1\""], "only the second upstream is left");
 
     // Both down: fresh names fail (the answers above did come from the upstreams).
-    up.stop(1).await;
+    up.stop(1);
     let r = dig_opt(
         &lab,
         "client",
@@ -835,6 +873,19 @@ async fn dns_forwards_to_upstreams_and_fails_over() {
             r.raw
         );
     }
+
+    // Recovery: the first upstream comes back and is used again.
+    up.run(&lab, 0).await;
+    let (_, t) = poll(Duration::from_secs(15), || async {
+        dig_opt(&lab, "client", "s2.who.example.test.", "TXT", false)
+            .await
+            .filter(|r| r.data("TXT") == vec!["\"ns0\"".to_owned()])
+    })
+    .await
+    .expect("the restarted upstream never answered through knet");
+    println!("restarted upstream answering through knet after {t:?}");
+    fresh_names(&lab, "restarted", "with only the restarted upstream").await;
+
     // The cluster zone does not depend on upstreams.
     dig(
         &lab,
