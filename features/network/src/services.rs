@@ -15,6 +15,7 @@ pub mod health;
 pub mod model;
 pub mod render;
 pub mod route;
+pub mod socket_lb;
 pub mod status;
 pub mod sync;
 
@@ -38,6 +39,9 @@ pub enum ServicesError {
     /// A helper process could not run.
     #[error("{0}")]
     Exec(String),
+    /// Loading, attaching or updating the socket load balancer failed.
+    #[error("socket load balancer: {0}")]
+    Bpf(String),
     /// A kernel operation failed.
     #[error(transparent)]
     Kernel(#[from] KernelError),

@@ -203,3 +203,113 @@ async fn services_translate_reject_update_and_clean_up() {
     assert!(client.tcp("10.152.183.5:80").is_err());
     let _ = (b, OUTSIDE_IP);
 }
+
+/// A cgroup v2 directory this test creates (under the cgroup2 mount), removed on drop.
+struct Cgroup(std::path::PathBuf);
+
+impl Cgroup {
+    fn create() -> Option<Cgroup> {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let mut roots: Vec<std::path::PathBuf> = mounts
+            .lines()
+            .filter_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                right
+                    .starts_with("cgroup2 ")
+                    .then(|| left.split_whitespace().nth(4).map(std::path::PathBuf::from))?
+            })
+            .collect();
+        roots.sort_by_key(|p| p != std::path::Path::new("/sys/fs/cgroup"));
+        let dir = roots
+            .first()?
+            .join(format!("knettest-svc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        Some(Cgroup(dir))
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // Empty once the test's short-lived clients have exited; bounded retries.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+/// Runs `socat` in `netns`, inside `cgroup` when given; its output or None on failure.
+fn socat_in(netns: &lab::Ns, cgroup: Option<&Cgroup>, input: &str, target: &str) -> Option<String> {
+    let join = cgroup.map_or(String::new(), |c| {
+        format!("echo $$ > {}/cgroup.procs && ", c.0.display())
+    });
+    // nsenter, not `ip netns exec`: the latter mounts a fresh /sys, hiding the cgroup tree.
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", netns.path().display()))
+        .args(["sh", "-c"])
+        .arg(format!(
+            "{join}printf '{input}' | exec timeout 5 socat -T2 - {target}"
+        ))
+        .output()
+        .ok()?;
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !s.is_empty()).then_some(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_lb_connects_straight_to_the_backend() {
+    use knet_network::services::socket_lb::SocketLb;
+    if !privileged() {
+        return;
+    }
+    let Some(cg) = Cgroup::create() else {
+        panic!("no cgroup v2 mount to create a test cgroup in");
+    };
+    let t = Topology::new(2);
+    t.pods[0].0.serve("a", 8080);
+    let client = &t.pods[1].0;
+    let services = vec![service("web", "10.152.183.5", json!({}))];
+    let slices = vec![slice("web", &[("10.1.0.11", "node")])];
+    let table = ServiceTable::build(&services, &slices, "node", false);
+    let mut lb = SocketLb::attach(&cg.0).expect("attach (kernel with cgroup sock_addr hooks)");
+    assert_eq!(lb.sync(&table).expect("maps"), 2, "TCP and UDP ports");
+    let attached = lab::run(&["bpftool", "cgroup", "show", &cg.0.display().to_string()]);
+    let listing = String::from_utf8_lossy(&attached.stdout);
+    for hook in [
+        "connect4",
+        "sendmsg4",
+        "recvmsg4",
+        "getpeername4",
+        "connect6",
+    ] {
+        assert!(listing.contains(hook), "{hook} attached:\n{listing}");
+    }
+
+    // No nftables at all: only the socket hooks can make this work.
+    let tcp = socat_in(client, Some(&cg), "", "TCP:10.152.183.5:80");
+    let tcp = tcp.expect("TCP via socket LB");
+    assert_eq!(
+        tcp, "a 10.1.0.12",
+        "the backend sees the client's own address"
+    );
+    let udp = socat_in(client, Some(&cg), "hi", "UDP:10.152.183.5:53").expect("UDP via socket LB");
+    assert_eq!(udp, "a 10.1.0.12");
+    // Processes outside the cgroup are not translated.
+    assert_eq!(socat_in(client, None, "", "TCP:10.152.183.5:80"), None);
+    // An endpoint change is a map update.
+    let none = ServiceTable::build(&services, &[], "node", false);
+    assert_eq!(lb.sync(&none).expect("maps"), 0);
+    assert_eq!(socat_in(client, Some(&cg), "", "TCP:10.152.183.5:80"), None);
+    lb.sync(&table).expect("maps");
+    assert!(socat_in(client, Some(&cg), "", "TCP:10.152.183.5:80").is_some());
+    // Dropping it detaches every program.
+    drop(lb);
+    let attached = lab::run(&["bpftool", "cgroup", "show", &cg.0.display().to_string()]);
+    assert!(
+        String::from_utf8_lossy(&attached.stdout).trim().is_empty(),
+        "nothing left attached"
+    );
+    assert_eq!(socat_in(client, Some(&cg), "", "TCP:10.152.183.5:80"), None);
+}

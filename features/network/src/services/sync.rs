@@ -19,6 +19,7 @@ use super::exec::{nft_apply, nft_list};
 use super::health::{HealthServers, wanted};
 use super::model::ServiceTable;
 use super::render::{Ruleset, TABLE};
+use super::socket_lb::{SocketLb, configured_cgroup};
 use super::status::StatusLine;
 use super::{ServicesError, route, sctp_supported};
 use crate::feature::node_internal_ips;
@@ -70,6 +71,19 @@ pub async fn run(
     let sctp = sctp_supported();
     let mut health = HealthServers::new(netns.as_deref());
     let mut applied = Applied::default();
+    let mut lb = match configured_cgroup(&ctx.paths.state_dir) {
+        None => Lb::Off,
+        Some(cgroup) => match SocketLb::attach(&cgroup) {
+            Ok(lb) => {
+                tracing::info!(cgroup = %cgroup.display(), "socket load balancing attached");
+                Lb::On(lb)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "socket load balancing unavailable; nftables only");
+                Lb::Failed(error.to_string())
+            }
+        },
+    };
     loop {
         let pass = Pass {
             ctx: &ctx,
@@ -78,7 +92,14 @@ pub async fn run(
             sctp,
         };
         let wait = match pass
-            .run(&services, &slices, &nodes, &mut applied, &mut health)
+            .run(
+                &services,
+                &slices,
+                &nodes,
+                &mut applied,
+                &mut health,
+                &mut lb,
+            )
             .await
         {
             Ok(msg) => {
@@ -106,6 +127,16 @@ pub async fn run(
     }
 }
 
+/// The socket load balancer's state.
+enum Lb {
+    /// Not configured (no cgroup given).
+    Off,
+    /// Attached.
+    On(SocketLb),
+    /// Configured but not loadable here (the reason).
+    Failed(String),
+}
+
 struct Pass<'a> {
     ctx: &'a FeatureContext,
     netns: Option<&'a std::path::Path>,
@@ -123,6 +154,7 @@ impl Pass<'_> {
         nodes: &knet_core::watch::Watched<Node>,
         applied: &mut Applied,
         health: &mut HealthServers,
+        lb: &mut Lb,
     ) -> Result<String, ServicesError> {
         let t0 = Instant::now();
         let cfg = self.ctx.current_config();
@@ -178,6 +210,14 @@ impl Pass<'_> {
         flush(self.netns, &stale(&applied.flows, &flows)).await;
         applied.flows = flows;
         health.sync(&wanted(&table)).await;
+        let dataplane = match lb {
+            Lb::Off => "nftables".to_owned(),
+            Lb::Failed(why) => format!("nftables (socket LB unavailable: {why})"),
+            Lb::On(sock) => {
+                sock.sync(&table)?;
+                "nftables + socket LB".to_owned()
+            }
+        };
         tracing::debug!(
             ports = table.ports.len(),
             chains = ruleset.chains.len(),
@@ -189,7 +229,7 @@ impl Pass<'_> {
             "services synced"
         );
         let msg = format!(
-            "services: nftables (table inet {TABLE}), {} service ports",
+            "services: {dataplane}, {} service ports (table inet {TABLE})",
             table.ports.len()
         );
         applied.ruleset = Some(ruleset);
