@@ -26,8 +26,8 @@ pub async fn run(node: &NodeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The feature modules compiled into this binary.
-fn modules() -> Vec<Box<dyn knet_core::Feature>> {
+/// The feature modules compiled into this binary (also what `knet reset` cleans up).
+pub(super) fn modules() -> Vec<Box<dyn knet_core::Feature>> {
     vec![
         knet_network::build(),
         knet_network_policy::build(),
