@@ -80,6 +80,17 @@ pub enum Command {
         after_help = "Examples:\n  sudo knet status\n  sudo knet status --wait-ready --timeout 2m\n  sudo knet status --output-format json"
     )]
     Status(StatusArgs),
+    /// Remove everything knet put on this node: features' links, routes, nftables tables and
+    /// addresses, pod interfaces, the daemon, the CNI config and plugin, the store.
+    ///
+    /// Stops the daemon (systemd unit or detached), runs every feature's cleanup, deletes the
+    /// remaining pod veths, then removes the CNI conflist and plugin, the bootstrap marker and the
+    /// store. The cluster-wide config (ConfigMap kube-system/knet-config) is left for the other
+    /// nodes. Safe to run twice; `knet bootstrap` prepares the node again.
+    #[command(
+        after_help = "Examples:\n  sudo knet reset\n  sudo knet reset --state-dir /var/lib/knet-n2 --run-dir /run/knet-n2\n  knet reset --from-snap-service   (the snap remove hook)"
+    )]
+    Reset(ResetArgs),
     /// Print knet's version.
     Version,
 }
@@ -98,6 +109,18 @@ pub struct BootstrapArgs {
     /// Don't start the daemon (for images and tests that run `knet daemon` themselves).
     #[arg(long)]
     pub no_start: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// Take the paths, node name and kubeconfig from the snap daemon service's drop-in that
+    /// `knet bootstrap` wrote (what the snap remove hook uses); outside a snap, or without a
+    /// drop-in, the flags and environment apply.
+    #[arg(long)]
+    pub from_snap_service: bool,
+    /// How long each feature's cleanup may take.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -1,9 +1,15 @@
 //! One module per subcommand.
 
+#![expect(
+    clippy::print_stdout,
+    reason = "the commands print their results: stdout is the CLI's output"
+)]
+
 pub mod bootstrap;
 pub mod cni;
 mod config;
 mod daemon;
+mod reset;
 mod status;
 
 use std::process::ExitCode;
@@ -21,6 +27,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Set(args) => config::set(&node, args.assignments).await,
         Command::Get(args) => config::get(&node, args.key).await,
         Command::Status(args) => status::run(&node, args).await,
+        Command::Reset(args) => reset::run(node, args).await,
         Command::Version => {
             println!("knet {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

@@ -8,4 +8,5 @@ mod bad_input;
 mod daemon;
 mod dns;
 mod network;
+mod reset;
 mod services;
