@@ -4,8 +4,9 @@
 //! upstream servers (Debian's BIND `named`) in their own namespace on the lab underlay, with
 //! failover; live config changes.
 //!
-//! The lab is IPv4-only (`LabOptions::dual_stack` is off in `support::lab_with_nodes`), so AAAA
-//! is checked as NODATA, not as an address.
+//! `support::lab_with_nodes` labs are IPv4-only, so the first test checks AAAA as NODATA; the
+//! dual-stack rows (AAAA, `ip6.arpa` PTR, pod AAAA) run on a lab of their own with
+//! `LabOptions::dual_stack` and IPv6 pod and service CIDRs.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -896,4 +897,154 @@ async fn dns_forwards_to_upstreams_and_fails_over() {
     )
     .await
     .expect("A", &["10.152.183.1"], "cluster names with no upstream");
+}
+
+/// `ip6.arpa` name of an IPv6 address (32 nibbles).
+fn reverse_name_v6(ip: &str) -> String {
+    let ip: std::net::Ipv6Addr = ip.parse().expect("IPv6");
+    let hex: String = ip.octets().iter().map(|b| format!("{b:02x}")).collect();
+    let nibbles: Vec<String> = hex.chars().rev().map(String::from).collect();
+    format!("{}.ip6.arpa.", nibbles.join("."))
+}
+
+/// The pod's (IPv4, IPv6) addresses, once Ready.
+async fn pod_ips(lab: &Lab, name: &str) -> (String, String) {
+    let p: Pod = lab
+        .wait_pod_ready(NS, name, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("pod {name} never became ready: {e:#}"));
+    let ips: Vec<String> = p
+        .status
+        .and_then(|s| s.pod_ips)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip)
+        .collect();
+    let v4 = ips.iter().find(|i| !i.contains(':')).cloned();
+    let v6 = ips.iter().find(|i| i.contains(':')).cloned();
+    (
+        v4.unwrap_or_else(|| panic!("{name}: no IPv4 in {ips:?}")),
+        v6.unwrap_or_else(|| panic!("{name}: no IPv6 in {ips:?}")),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_answers_aaaa_and_ip6_arpa_on_a_dual_stack_lab() {
+    let id = format!("dns6{}", std::process::id() % 100_000);
+    let mut opts = knet_e2e::LabOptions::new(&id, 2);
+    opts.cni = knet_e2e::CniMode::ConfDir;
+    opts.dual_stack = true;
+    let lab = Lab::start(opts)
+        .await
+        .expect("the lab must start (root, `make deps`)");
+    let cfg = "pod-cidr: 10.1.0.0/16,fd01::/48\nservice-cidr: 10.152.183.0/24,fd98::/108\n";
+    for node in ["node-1", "node-2"] {
+        let out = lab
+            .bootstrap_knet_with(node, Some(cfg), &["--timeout", "60s"])
+            .await
+            .expect("bootstrap");
+        assert!(
+            out.success(),
+            "bootstrap {node}: {}\n{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+    lab.create_namespace(NS).await.expect("namespace");
+    let yaml = [
+        pod_yaml("client", "node-1", "app: client", None),
+        pod_yaml("front", "node-2", "app: front", None),
+        pod_yaml("db-0", "node-1", "app: db", Some(("db-0", "db"))),
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {NS}}}\nspec:\n  ipFamilyPolicy: RequireDualStack\n  selector: {{app: front}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n"),
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: db, namespace: {NS}}}\nspec:\n  clusterIP: None\n  ipFamilyPolicy: RequireDualStack\n  selector: {{app: db}}\n  ports: [{{name: pg, port: 5432}}]\n"),
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: v4only, namespace: {NS}}}\nspec:\n  ipFamilyPolicy: SingleStack\n  ipFamilies: [IPv4]\n  ports: [{{port: 80}}]\n"),
+    ]
+    .join("---\n");
+    lab.apply_yaml(&yaml, NS).await.expect("objects");
+    let (_, client6) = pod_ips(&lab, "client").await;
+    pod_ips(&lab, "front").await;
+    let (db4, db6) = pod_ips(&lab, "db-0").await;
+    let svcs: Api<Service> = Api::namespaced(lab.client(), NS);
+    let ips = svcs
+        .get("web")
+        .await
+        .expect("web")
+        .spec
+        .and_then(|s| s.cluster_ips)
+        .unwrap_or_default();
+    let web4 = ips
+        .iter()
+        .find(|i| !i.contains(':'))
+        .cloned()
+        .expect("IPv4 ClusterIP");
+    let web6 = ips
+        .iter()
+        .find(|i| i.contains(':'))
+        .cloned()
+        .expect("IPv6 ClusterIP");
+    let svc = |s: &str| format!("{s}.{NS}.svc.{ZONE}.");
+
+    poll(Duration::from_secs(30), || async {
+        dig_opt(&lab, "client", &svc("db"), "AAAA", false)
+            .await
+            .filter(|r| r.data("AAAA") == vec![db6.clone()])
+    })
+    .await
+    .unwrap_or_else(|| panic!("db.{NS} never answered AAAA {db6}"));
+
+    let dashed6 = client6.replace(':', "-");
+    for pod in CLIENTS {
+        for tcp in [false, true] {
+            let at = format!("from {pod} (tcp: {tcp})");
+            dig(&lab, pod, &svc("web"), "A", tcp).await.expect(
+                "A",
+                &[&web4],
+                &format!("dual-stack A {at}"),
+            );
+            dig(&lab, pod, &svc("web"), "AAAA", tcp).await.expect(
+                "AAAA",
+                &[&web6],
+                &format!("dual-stack AAAA {at}"),
+            );
+            dig(&lab, pod, &svc("v4only"), "AAAA", tcp)
+                .await
+                .expect_negative("NOERROR", ZONE, &format!("AAAA on IPv4-only {at}"));
+            dig(&lab, pod, &reverse_name_v6(&web6), "PTR", tcp)
+                .await
+                .expect(
+                    "PTR",
+                    &[&svc("web")],
+                    &format!("ip6.arpa ClusterIP PTR {at}"),
+                );
+            dig(&lab, pod, &svc("db"), "AAAA", tcp).await.expect(
+                "AAAA",
+                &[&db6],
+                &format!("headless AAAA {at}"),
+            );
+            dig(&lab, pod, &svc("db"), "A", tcp).await.expect(
+                "A",
+                &[&db4],
+                &format!("headless A {at}"),
+            );
+            dig(&lab, pod, &format!("db-0.{}", svc("db")), "AAAA", tcp)
+                .await
+                .expect("AAAA", &[&db6], &format!("hostname AAAA {at}"));
+            dig(&lab, pod, &reverse_name_v6(&db6), "PTR", tcp)
+                .await
+                .expect(
+                    "PTR",
+                    &[&format!("db-0.{}", svc("db"))],
+                    &format!("ip6.arpa endpoint PTR {at}"),
+                );
+            dig(
+                &lab,
+                pod,
+                &format!("{dashed6}.{NS}.pod.{ZONE}."),
+                "AAAA",
+                tcp,
+            )
+            .await
+            .expect("AAAA", &[&client6], &format!("pod AAAA {at}"));
+        }
+    }
 }
