@@ -270,5 +270,61 @@ async fn upstream_cases_in_the_lab() -> Result<()> {
         failures.len()
     );
     anyhow::ensure!(failures.is_empty(), "{}", failures.join("\n"));
+    for n in [1usize, 100, 1000] {
+        measure_enforcement(&lab, n).await?;
+    }
+    Ok(())
+}
+
+/// Creates `n` policies in x (each selecting every pod, admitting one port) and prints the time
+/// from the first create and from the last create until both nodes' tables hold all of them.
+async fn measure_enforcement(lab: &Lab, n: usize) -> Result<()> {
+    set_policies(lab, &[]).await?;
+    let policies: Vec<Value> = (0..n)
+        .map(|i| {
+            cases::np(
+                "x",
+                &format!("lat-{i}"),
+                json!({"podSelector": {}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}], "ports": [{"port": 1000 + i}]}]}),
+            )
+        })
+        .collect();
+    let t0 = Instant::now();
+    for p in &policies {
+        lab.apply_yaml(&p.to_string(), "x").await?;
+    }
+    let created = t0.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (node, chain) in [("node-1", "ingress/x/a"), ("node-2", "ingress/x/c")] {
+        loop {
+            let out = lab
+                .exec_node(
+                    node,
+                    &[
+                        "nft",
+                        "list",
+                        "chain",
+                        "inet",
+                        knet_network_policy::TABLE,
+                        chain,
+                    ],
+                    Duration::from_secs(10),
+                )
+                .await?;
+            if out.stdout.matches(" ingress[0]").count() == n {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{n} policies not enforced on {node} within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let all = t0.elapsed();
+    eprintln!(
+        "{n} policies: created in {created:?}; enforced on both nodes {all:?} after the first create, {:?} after the last",
+        all.saturating_sub(created)
+    );
     Ok(())
 }

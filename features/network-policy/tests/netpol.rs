@@ -69,6 +69,46 @@ async fn upstream_cases_on_the_real_kernel() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the harness's IPv6 pod wiring does not pass traffic yet (every probe fails at once, policy or not)"]
+async fn selector_cases_over_ipv6_on_the_real_kernel() -> anyhow::Result<()> {
+    if !privileged() {
+        eprintln!("skipped: needs root and nft");
+        return Ok(());
+    }
+    let base = Model::new();
+    let h = Harness::start("v6", &base)?;
+    // The ipBlock cases name IPv4 blocks; every other case is family-independent.
+    let cases: Vec<cases::Case> = cases::all(&base)
+        .into_iter()
+        .filter(|c| {
+            !c.steps
+                .iter()
+                .any(|s| s.policies.iter().any(|p| p.to_string().contains("ipBlock")))
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for case in &cases {
+        let mut model = base.clone();
+        for (i, step) in case.steps.iter().enumerate() {
+            if let Some(m) = step.mutate {
+                m(&mut model);
+            }
+            runner::enforce(&h, &model, &step.policies).await?;
+            for (port, proto) in &step.probes {
+                if let Some(report) =
+                    runner::check_family(&h, &model, &step.policies, *port, proto, true)?
+                {
+                    failures.push(format!("case {:?} step {i}: {report}", case.name));
+                }
+            }
+        }
+    }
+    eprintln!("IPv6: {} cases, {} failed", cases.len(), failures.len());
+    anyhow::ensure!(failures.is_empty(), "{}", failures.join("\n"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_random_policies_on_the_real_kernel() -> anyhow::Result<()> {
     if !privileged() {
         eprintln!("skipped: needs root and nft");

@@ -99,8 +99,12 @@ impl Harness {
             "ip", "-n", &n1, "link", "add", "ul", "type", "veth", "peer", "name", "ul", "netns",
             &n2,
         ])?;
-        for (n, addr) in [(&n1, "192.168.99.1/30"), (&n2, "192.168.99.2/30")] {
+        for (n, addr, addr6) in [
+            (&n1, "192.168.99.1/30", "fd98::1/64"),
+            (&n2, "192.168.99.2/30", "fd98::2/64"),
+        ] {
             run(&["ip", "-n", n, "addr", "add", addr, "dev", "ul"])?;
+            run(&["ip", "-n", n, "addr", "add", addr6, "dev", "ul", "nodad"])?;
             run(&["ip", "-n", n, "link", "set", "ul", "up"])?;
         }
         for p in &model.pods {

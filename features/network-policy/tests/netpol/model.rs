@@ -4,7 +4,7 @@
 //! traffic.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use serde_json::{Value, json};
@@ -20,6 +20,8 @@ pub struct ModelPod {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub ip: Ipv4Addr,
+    /// The pod's IPv6 address in the netns harness (`None` in the lab, which is single-stack).
+    pub ip6: Option<Ipv6Addr>,
     pub node: &'static str,
     pub index: usize,
 }
@@ -65,6 +67,16 @@ impl Model {
                     name: (*pod).to_owned(),
                     labels: BTreeMap::from([("pod".to_owned(), (*pod).to_owned())]),
                     ip: Ipv4Addr::new(10, 99, 0, 10 + u8::try_from(index).expect("small")),
+                    ip6: Some(Ipv6Addr::new(
+                        0xfd99,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        10 + u16::try_from(index).expect("small"),
+                    )),
                     node: if p == 2 { NODES[1] } else { NODES[0] },
                     index,
                 });
@@ -75,7 +87,9 @@ impl Model {
 
     /// Uses the addresses the cluster actually gave the pods.
     pub fn set_ip(&mut self, key: &str, ip: Ipv4Addr) {
-        self.pod_mut(key).ip = ip;
+        let p = self.pod_mut(key);
+        p.ip = ip;
+        p.ip6 = None;
     }
 
     pub fn pod(&self, key: &str) -> &ModelPod {
@@ -104,7 +118,8 @@ impl Model {
                 serde_json::from_value(json!({
                     "metadata": {"namespace": p.ns, "name": p.name, "labels": p.labels},
                     "spec": {"nodeName": p.node, "containers": [{"name": "c", "ports": ports}]},
-                    "status": {"phase": "Running", "podIP": p.ip.to_string(), "podIPs": [{"ip": p.ip.to_string()}]},
+                    "status": {"phase": "Running", "podIP": p.ip.to_string(),
+                               "podIPs": std::iter::once(p.ip.to_string()).chain(p.ip6.map(|i| i.to_string())).map(|ip| json!({"ip": ip})).collect::<Vec<_>>()},
                 }))
                 .expect("pod json")
             })

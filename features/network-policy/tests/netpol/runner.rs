@@ -50,11 +50,20 @@ pub fn expected(model: &Model, policies: &[Value], port: u16, proto: &str) -> Ta
 }
 
 /// Probes all 81 cells in parallel (one thread per cell, inside the source pod's namespace).
-pub fn observe(h: &Harness, model: &Model, port: u16, proto: &'static str) -> Result<Table> {
+pub fn observe(
+    h: &Harness,
+    model: &Model,
+    port: u16,
+    proto: &'static str,
+    v6: bool,
+) -> Result<Table> {
     let targets: Vec<(SocketAddr, String)> = model
         .pods
         .iter()
-        .map(|d| (SocketAddr::from((d.ip, port)), d.key()))
+        .map(|d| match d.ip6.filter(|_| v6) {
+            Some(ip6) => (SocketAddr::from((ip6, port)), d.key()),
+            None => (SocketAddr::from((d.ip, port)), d.key()),
+        })
         .collect();
     let mut handles = Vec::new();
     for s in &model.pods {
@@ -112,13 +121,26 @@ pub fn check(
     port: u16,
     proto: &'static str,
 ) -> Result<Option<String>> {
+    check_family(h, model, policies, port, proto, false)
+}
+
+/// [`check`] over IPv6 (`v6`) or IPv4.
+pub fn check_family(
+    h: &Harness,
+    model: &Model,
+    policies: &[Value],
+    port: u16,
+    proto: &'static str,
+    v6: bool,
+) -> Result<Option<String>> {
     let exp = expected(model, policies, port, proto);
-    let obs = observe(h, model, port, proto)?;
+    let obs = observe(h, model, port, proto, v6)?;
     if exp == obs {
         return Ok(None);
     }
+    let fam = if v6 { "IPv6" } else { "IPv4" };
     Ok(Some(format!(
-        "{proto}/{port}:\n{}",
+        "{fam} {proto}/{port}:\n{}",
         side_by_side(model, &exp, &obs)
     )))
 }
