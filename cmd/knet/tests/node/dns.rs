@@ -25,6 +25,7 @@ const ZONE: &str = "cluster.local";
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Rr {
     name: String,
+    ttl: String,
     rtype: String,
     data: String,
 }
@@ -114,6 +115,7 @@ fn parse_dig(out: &str) -> Option<Reply> {
         }
         let rr = Rr {
             name: f[0].to_owned(),
+            ttl: f[1].to_owned(),
             rtype: f[3].to_owned(),
             data: f[4..].join(" "),
         };
@@ -463,6 +465,25 @@ async fn dns_answers_every_cluster_record_from_pods_over_udp_and_tcp() {
             dig(&lab, pod, &format!("dns-version.{ZONE}."), "TXT", tcp)
                 .await
                 .expect("TXT", &["\"1.1.0\""], &format!("dns-version {at}"));
+            // TTLs: dns.ttl (30) on cluster records, 28800 on the schema version.
+            let r = dig(&lab, pod, &format!("dns-version.{ZONE}."), "TXT", tcp).await;
+            assert!(
+                r.answer.iter().all(|a| a.ttl == "28800"),
+                "dns-version TTL {at}: {}",
+                r.raw
+            );
+            let r = dig(&lab, pod, &svc("web"), "A", tcp).await;
+            assert!(
+                !r.answer.is_empty() && r.answer.iter().all(|a| a.ttl == "30"),
+                "cluster record TTL {at}: {}",
+                r.raw
+            );
+            // SRV on the bare Service name: every port.
+            dig(&lab, pod, &svc("web"), "SRV", tcp).await.expect(
+                "SRV",
+                &[&format!("0 100 80 {}", svc("web"))],
+                &format!("bare SRV {at}"),
+            );
             // Case-insensitive, echoing the question's case.
             let mixed = "WeB.DnSt.SvC.ClUsTeR.LoCaL.".to_owned();
             let r = dig(&lab, pod, &mixed, "A", tcp).await;
@@ -530,6 +551,25 @@ async fn dns_answers_every_cluster_record_from_pods_over_udp_and_tcp() {
         );
         assert_eq!(ip, want, "late from {pod}");
     }
+    // ...and a deleted one goes away.
+    let svcs: Api<Service> = Api::namespaced(lab.client(), NS);
+    let start = Instant::now();
+    svcs.delete("late", &Default::default())
+        .await
+        .expect("delete late");
+    for pod in CLIENTS {
+        poll(Duration::from_secs(10), || async {
+            dig_opt(&lab, pod, &late, "A", false)
+                .await
+                .filter(|r| r.status == "NXDOMAIN")
+        })
+        .await
+        .unwrap_or_else(|| panic!("late still answered from {pod} 10 s after its deletion"));
+        println!(
+            "deleted Service NXDOMAIN from {pod}: {:?} after the delete call began",
+            start.elapsed()
+        );
+    }
 
     // dns.cluster-domain applies live, on both nodes; then restore.
     let out = support::knet(&lab, &["set", "dns.cluster-domain=lab.test"]).await;
@@ -565,6 +605,30 @@ async fn dns_answers_every_cluster_record_from_pods_over_udp_and_tcp() {
         .await
         .unwrap_or_else(|| panic!("cluster.local never came back on {pod}'s node"));
     }
+
+    // dns.ttl applies live: record TTLs and the SOA minimum (the negative-caching time).
+    let out = support::knet(&lab, &["set", "dns.ttl=7"]).await;
+    assert!(out.success(), "set dns.ttl: {}", out.stderr);
+    for pod in CLIENTS {
+        poll(Duration::from_secs(10), || async {
+            dig_opt(&lab, pod, &svc("web"), "A", false)
+                .await
+                .filter(|r| !r.answer.is_empty() && r.answer.iter().all(|a| a.ttl == "7"))
+        })
+        .await
+        .unwrap_or_else(|| panic!("dns.ttl=7 never showed from {pod}"));
+        let r = dig(&lab, pod, &svc("nosuch"), "A", true).await;
+        r.expect_negative("NXDOMAIN", ZONE, "NXDOMAIN with dns.ttl=7");
+        assert!(
+            r.authority
+                .iter()
+                .any(|a| a.rtype == "SOA" && a.data.ends_with(" 7")),
+            "the SOA minimum must follow dns.ttl: {}",
+            r.raw
+        );
+    }
+    let out = support::knet(&lab, &["set", "dns.ttl=30"]).await;
+    assert!(out.success(), "restore dns.ttl: {}", out.stderr);
 }
 
 /// Upstream DNS servers: Debian's `named` serving `example.test`, one process per address, in a
@@ -598,9 +662,11 @@ impl Upstreams {
             assert!(out.success(), "{cmd}: {}", out.stderr);
         };
         let underlay = lab.underlay_netns().to_owned();
+        // A Linux bridge takes the lowest MAC of its ports: give ours the highest possible one,
+        // or br-a's address (the nodes' gateway to the API server) could change under them.
         sh(format!("ip netns add {netns}")).await;
         sh(format!(
-            "ip -n {underlay} link add vdnsup type veth peer name eth0 netns {netns} && \
+            "ip -n {underlay} link add vdnsup address fe:ff:ff:ff:ff:53 type veth peer name eth0 netns {netns} && \
              ip -n {underlay} link set vdnsup master br-a up && \
              ip -n {netns} link set lo up && ip -n {netns} link set eth0 up"
         ))
@@ -721,6 +787,14 @@ fn kill(pid: i32) {
         .status();
 }
 
+/// Eight 250-character strings (about 2 KB): more than a UDP answer carries, so knet must use
+/// TCP to the upstream.
+fn big_txt() -> Vec<String> {
+    (0..8)
+        .map(|i| format!("\"{}\"", char::from(b'a' + i).to_string().repeat(250)))
+        .collect()
+}
+
 fn write_named_config(d: &Path, ip: &str, who: &str) {
     let p = |f: &str| -> PathBuf { d.join(f) };
     let conf = format!(
@@ -732,7 +806,8 @@ fn write_named_config(d: &Path, ip: &str, who: &str) {
     );
     std::fs::write(p("named.conf"), conf).expect("named.conf");
     let zone = format!(
-        "$TTL 60\n@ IN SOA ns.example.test. admin.example.test. 1 3600 600 86400 60\n@ IN NS ns.example.test.\nns IN A {ip}\nwww IN A 192.0.2.80\n*.who IN TXT \"{who}\"\n* IN A 192.0.2.77\n"
+        "$TTL 60\n@ IN SOA ns.example.test. admin.example.test. 1 3600 600 86400 60\n@ IN NS ns.example.test.\nns IN A {ip}\nwww IN A 192.0.2.80\n*.who IN TXT \"{who}\"\n* IN A 192.0.2.77\nbig IN TXT {big}\n",
+        big = big_txt().join(" ")
     );
     std::fs::write(p("example.test.zone"), zone).expect("zone");
 }
@@ -831,6 +906,21 @@ async fn dns_forwards_to_upstreams_and_fails_over() {
                 "ExternalName address {at}: {}",
                 r.raw
             );
+        }
+        // An answer too large for UDP: knet fetches it over TCP from the upstream; the pod's
+        // dig gets it whole (over TCP; over UDP dig retries with TCP when told it is truncated).
+        let big = big_txt();
+        let want: Vec<&str> = big.iter().map(String::as_str).collect();
+        for tcp in [true, false] {
+            let r = dig(&lab, pod, "big.example.test.", "TXT", tcp).await;
+            assert_eq!(
+                r.status, "NOERROR",
+                "big TXT from {pod} (tcp: {tcp}): {}",
+                r.raw
+            );
+            let got = r.data("TXT");
+            assert_eq!(got.len(), 1, "big TXT from {pod} (tcp: {tcp}): {}", r.raw);
+            assert_eq!(got[0], want.join(" "), "big TXT from {pod} (tcp: {tcp})");
         }
         // Search path misses end in the upstream; the cluster name still wins for in-zone.
         let short = lab
