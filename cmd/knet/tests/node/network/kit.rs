@@ -92,12 +92,26 @@ impl PodIps {
     }
 }
 
-/// Waits (90 s) for pod `name` to be ready and returns its addresses.
+/// Waits (90 s) for pod `name` to be ready and its netexec to answer on the pod's own loopback
+/// (Ready has no readiness probe behind it), and returns its addresses.
 pub async fn pod_ips(lab: &Lab, name: &str) -> PodIps {
     let p = lab
         .wait_pod_ready(NS, name, Duration::from_secs(90))
         .await
         .unwrap_or_else(|e| panic!("pod {name} never became ready: {e:#}"));
+    let netns = lab.pod_netns(NS, name).await.expect("pod netns");
+    let listening = wait_until(Duration::from_secs(15), || async {
+        curl_in(
+            lab,
+            &netns,
+            "http://127.0.0.1:8080/hostname",
+            Duration::from_secs(1),
+        )
+        .await
+        .is_ok()
+    })
+    .await;
+    assert!(listening.is_some(), "netexec in {name} never listened");
     ips_of(&p)
 }
 
@@ -411,4 +425,16 @@ pub async fn pod_routes(lab: &Lab, node: &str) -> BTreeSet<String> {
         );
     }
     out
+}
+
+/// Whether `knet status` on `node` reports `feature` as ready.
+pub async fn feature_ready(lab: &Lab, node: &str, feature: &str) -> bool {
+    let out = crate::support::knet_on(lab, node, &["status", "--output-format", "json"]).await;
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&out.stdout) else {
+        return false;
+    };
+    v["features"].as_array().is_some_and(|fs| {
+        fs.iter()
+            .any(|f| f["name"] == feature && f["state"] == "ready")
+    })
 }

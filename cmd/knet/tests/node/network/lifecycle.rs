@@ -164,11 +164,7 @@ async fn nodes_join_and_leave_and_a_daemon_restart_keeps_pods_working() {
     let t = Instant::now();
     lab.start_knet_daemon("node-1").await.expect("start");
     let ready = kit::wait_until(Duration::from_secs(30), || async {
-        crate::support::knet_on(&lab, "node-1", &["status"])
-            .await
-            .stdout
-            .lines()
-            .any(|l| l.contains("network") && l.contains("ready"))
+        kit::feature_ready(&lab, "node-1", "network").await
     })
     .await
     .expect("network ready after the restart");
@@ -204,31 +200,35 @@ async fn kill_9_during_an_add_storm_leaks_and_duplicates_no_address() {
     let names: Vec<String> = (0..PODS).map(|i| format!("s{i}")).collect();
     let yaml: Vec<String> = names.iter().map(|n| kit::pod_yaml(n, "node-1")).collect();
     let t = Instant::now();
-    lab.apply_yaml(&yaml.join("---\n"), NS).await.expect("pods");
-
-    // Kill -9 once the storm is under way (some addresses handed out, not all).
-    let mut seen = 0;
-    while t.elapsed() < Duration::from_secs(30) {
-        seen = kit::allocations(&lab, "node-1")
-            .await
-            .map_or(0, |a| a.len());
-        if seen >= 6 {
-            break;
+    // Create the pods while watching the store, so the kill lands while ADDs are arriving.
+    let all = yaml.join("---\n");
+    let killer = async {
+        // Kill -9 once the storm is under way (some addresses handed out, not all).
+        let mut seen = 0;
+        while t.elapsed() < Duration::from_secs(30) {
+            seen = kit::allocations(&lab, "node-1")
+                .await
+                .map_or(0, |a| a.len());
+            if seen >= 10 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let pid_file = lab.dir().join("pids/knet-node-1.pid");
-    let rec = knet_e2e::process::PidRecord::read(&pid_file).expect("daemon pid");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(rec.pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill -9");
-    println!(
-        "killed the daemon (pid {}) at {:?} with {seen} address(es) allocated",
-        rec.pid,
-        t.elapsed()
-    );
+        let pid_file = lab.dir().join("pids/knet-node-1.pid");
+        let rec = knet_e2e::process::PidRecord::read(&pid_file).expect("daemon pid");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(rec.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill -9");
+        println!(
+            "killed the daemon (pid {}) at {:?} with {seen} address(es) allocated",
+            rec.pid,
+            t.elapsed()
+        );
+    };
+    let (applied, ()) = tokio::join!(lab.apply_yaml(&all, NS), killer);
+    applied.expect("pods");
     tokio::time::sleep(Duration::from_millis(500)).await;
     lab.start_knet_daemon("node-1").await.expect("restart");
 
