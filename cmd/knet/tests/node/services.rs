@@ -13,8 +13,8 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 
 use kit::{
-    CONFIG, EXTERNAL_IP, LB_IP, NS, Outside, http, pod_yaml, ports, service_yaml, strip_port, udp,
-    wait_until,
+    CONFIG, EXTERNAL_IP, LB_IP, NS, Outside, http, http_in_cgroup, pod_yaml, ports, service_yaml,
+    strip_port, udp, wait_until,
 };
 
 use crate::support;
@@ -50,6 +50,15 @@ async fn wait_hostname(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_work_for_every_origin_and_follow_endpoints() {
     let lab = support::lab_with_nodes("svc", 2).await;
+    // node-1 balances its pods' ClusterIP connections at the socket (eBPF, attached to the
+    // lab-made cgroup of node-1's pods); node-2 uses nftables alone.
+    let n1 = lab.node("node-1").expect("node-1");
+    std::fs::create_dir_all(&n1.state_dir).expect("state dir");
+    std::fs::write(
+        n1.state_dir.join("socket-lb-cgroup"),
+        n1.cgroup.display().to_string(),
+    )
+    .expect("socket LB cgroup");
     for node in ["node-1", "node-2"] {
         let out = lab
             .bootstrap_knet_with(node, Some(CONFIG), &["--timeout", "60s"])
@@ -102,8 +111,30 @@ async fn services_work_for_every_origin_and_follow_endpoints() {
                 .expect("LB status");
         }
     }
-    let n1 = lab.node("node-1").expect("node-1");
     let n2 = lab.node("node-2").expect("node-2");
+    for (node, want) in [
+        ("node-1", "services: nftables + socket LB,"),
+        ("node-2", "services: nftables,"),
+    ] {
+        let ok = wait_until(Duration::from_secs(20), || async {
+            support::knet_on(&lab, node, &["status"])
+                .await
+                .stdout
+                .contains(want)
+        })
+        .await;
+        let status = support::knet_on(&lab, node, &["status"]).await.stdout;
+        assert!(ok.is_some(), "{node} status must say {want:?}:\n{status}");
+    }
+    let cg = n1.cgroup.display().to_string();
+    let attached =
+        knet_e2e::process::run(&["bpftool", "cgroup", "show", &cg], Duration::from_secs(5))
+            .await
+            .expect("bpftool");
+    assert!(
+        attached.stdout.contains("connect4"),
+        "socket LB attached: {attached:?}"
+    );
     let (n1_ip, n2_ip) = (n1.ipv4.to_string(), n2.ipv4.to_string());
     let c1 = lab.pod_netns(NS, "c1").await.expect("c1");
     let c2 = lab.pod_netns(NS, "c2").await.expect("c2");
@@ -179,6 +210,45 @@ async fn services_work_for_every_origin_and_follow_endpoints() {
     }
     println!("matrix: {} cells in {:?}", cells.len() * 2, t.elapsed());
     assert!(failures.is_empty(), "failed cells: {failures:#?}");
+
+    // Socket LB on node-1: a pod process (in the node's cgroup) connects straight to the
+    // backend, so conntrack never sees the ClusterIP; the same curl outside the cgroup goes
+    // through nftables DNAT.
+    let local_ip = cluster_ip(&lab, "local").await;
+    for _ in 0..3 {
+        let h = http_in_cgroup(&c1, &cg, &local_ip, 80, "hostname")
+            .await
+            .expect("socket LB");
+        assert_eq!(h, "a");
+    }
+    let ct = |ip: String| {
+        let lab = &lab;
+        async move {
+            lab.exec_node(
+                "node-1",
+                &["conntrack", "-L", "-p", "tcp", "--orig-dst", &ip],
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("conntrack")
+            .stdout
+        }
+    };
+    assert_eq!(
+        ct(local_ip.clone()).await.trim(),
+        "",
+        "no DNAT for socket-balanced flows"
+    );
+    assert_eq!(
+        http(&lab, &c1, &local_ip, 80, "hostname")
+            .await
+            .expect("nft"),
+        "a"
+    );
+    assert!(
+        ct(local_ip.clone()).await.contains(&local_ip),
+        "nftables path seen by conntrack"
+    );
 
     // Hairpin: a reaches itself through its Service.
     let a_ns = lab.pod_netns(NS, "a").await.expect("a");
@@ -364,11 +434,14 @@ async fn services_work_for_every_origin_and_follow_endpoints() {
             )
             .await
             .expect("ip route");
-        !t.success() && r.stdout.trim().is_empty()
+        let b = knet_e2e::process::run(&["bpftool", "cgroup", "show", &cg], Duration::from_secs(5))
+            .await
+            .expect("bpftool");
+        !t.success() && r.stdout.trim().is_empty() && b.stdout.trim().is_empty()
     })
     .await;
     assert!(
         clean.is_some(),
-        "disable must remove the services table and route"
+        "disable must remove the services table, route and socket LB programs"
     );
 }

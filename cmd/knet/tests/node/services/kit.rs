@@ -153,3 +153,28 @@ impl Outside {
         Outside { netns, v4 }
     }
 }
+
+/// [`http`] from a process that first joins `cgroup` (as the pods' own processes are), so the
+/// node's socket load balancer sees it. nsenter, not `ip netns exec`, keeps /sys (the cgroup
+/// tree) visible.
+pub async fn http_in_cgroup(
+    netns: &str,
+    cgroup: &str,
+    ip: &str,
+    port: u16,
+    path: &str,
+) -> Result<String> {
+    let url = format!("http://{}:{port}/{path}", host(ip));
+    let net = format!("--net={}", knet_e2e::netns::path(netns).display());
+    let script =
+        format!("echo $$ > {cgroup}/cgroup.procs && exec curl -gsS --fail --max-time 3 {url}");
+    let out = knet_e2e::process::run(
+        &["nsenter", &net, "sh", "-c", &script],
+        Duration::from_secs(6),
+    )
+    .await?;
+    if !out.success() {
+        bail!("curl {url} in {cgroup}: {}", out.stderr.trim());
+    }
+    Ok(out.stdout.trim().to_owned())
+}
