@@ -69,7 +69,6 @@ async fn upstream_cases_on_the_real_kernel() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the harness's IPv6 pod wiring does not pass traffic yet (every probe fails at once, policy or not)"]
 async fn selector_cases_over_ipv6_on_the_real_kernel() -> anyhow::Result<()> {
     if !privileged() {
         eprintln!("skipped: needs root and nft");

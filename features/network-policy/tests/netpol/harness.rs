@@ -92,27 +92,74 @@ impl Harness {
                 "sysctl",
                 "-qw",
                 "net.ipv4.ip_forward=1",
+                "net.ipv6.conf.all.forwarding=1",
             ])?;
         }
         // The underlay: one veth between the nodes.
+        // Fixed MACs and permanent neighbours, so the first probes never wait for ARP or NDP.
         run(&[
-            "ip", "-n", &n1, "link", "add", "ul", "type", "veth", "peer", "name", "ul", "netns",
+            "ip",
+            "-n",
+            &n1,
+            "link",
+            "add",
+            "ul",
+            "address",
+            "02:00:00:00:01:01",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "ul",
+            "address",
+            "02:00:00:00:01:02",
+            "netns",
             &n2,
         ])?;
-        for (n, addr, addr6) in [
-            (&n1, "192.168.99.1/30", "fd98::1/64"),
-            (&n2, "192.168.99.2/30", "fd98::2/64"),
+        for (n, addr, addr6, peer, peer6, peer_mac) in [
+            (
+                &n1,
+                "192.168.99.1/30",
+                "fd98::1/64",
+                "192.168.99.2",
+                "fd98::2",
+                "02:00:00:00:01:02",
+            ),
+            (
+                &n2,
+                "192.168.99.2/30",
+                "fd98::2/64",
+                "192.168.99.1",
+                "fd98::1",
+                "02:00:00:00:01:01",
+            ),
         ] {
             run(&["ip", "-n", n, "addr", "add", addr, "dev", "ul"])?;
             run(&["ip", "-n", n, "addr", "add", addr6, "dev", "ul", "nodad"])?;
             run(&["ip", "-n", n, "link", "set", "ul", "up"])?;
+            for ip in [peer, peer6] {
+                run(&[
+                    "ip",
+                    "-n",
+                    n,
+                    "neigh",
+                    "add",
+                    ip,
+                    "lladdr",
+                    peer_mac,
+                    "dev",
+                    "ul",
+                    "nud",
+                    "permanent",
+                ])?;
+            }
         }
         for p in &model.pods {
             let node = self.node_ns(p.node);
             let other = if p.node == NODES[0] {
-                (&n2, "192.168.99.1")
+                (&n2, "192.168.99.1", "fd98::1")
             } else {
-                (&n1, "192.168.99.2")
+                (&n1, "192.168.99.2", "fd98::2")
             };
             let pod = self.pod_ns(p.index);
             self.add_ns(&pod)?;
@@ -196,6 +243,10 @@ impl Harness {
                 "nud",
                 "permanent",
             ])?;
+            if let Some(ip6) = p.ip6 {
+                let hop = (other.0.as_str(), other.2);
+                wire_v6(&node, hop, &pod, &host_if, &pod_mac, &ip6.to_string())?;
+            }
         }
         Ok(())
     }
@@ -234,6 +285,63 @@ impl Drop for Harness {
     }
 }
 
+/// The IPv6 twin of the pod wiring: /128 on the pod, default via fe80::1 (permanent
+/// neighbour), /128 host route and neighbour on the node, a route via the peer on the other node.
+fn wire_v6(
+    node: &str,
+    (other, via): (&str, &str),
+    pod: &str,
+    host_if: &str,
+    mac: &str,
+    ip6: &str,
+) -> Result<()> {
+    let ip128 = format!("{ip6}/128");
+    let gw = "fe80::1";
+    let hm = "ee:ee:ee:ee:ee:ee";
+    run(&[
+        "ip", "-n", node, "-6", "route", "add", &ip128, "dev", host_if,
+    ])?;
+    run(&[
+        "ip",
+        "-n",
+        node,
+        "-6",
+        "neigh",
+        "add",
+        ip6,
+        "lladdr",
+        mac,
+        "dev",
+        host_if,
+        "nud",
+        "permanent",
+    ])?;
+    run(&["ip", "-n", other, "-6", "route", "add", &ip128, "via", via])?;
+    run(&[
+        "ip", "-n", pod, "-6", "addr", "add", &ip128, "dev", "eth0", "nodad",
+    ])?;
+    run(&["ip", "-n", pod, "-6", "route", "add", gw, "dev", "eth0"])?;
+    run(&[
+        "ip", "-n", pod, "-6", "route", "add", "default", "via", gw, "dev", "eth0",
+    ])?;
+    run(&[
+        "ip",
+        "-n",
+        pod,
+        "-6",
+        "neigh",
+        "add",
+        gw,
+        "lladdr",
+        hm,
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ])?;
+    Ok(())
+}
+
 /// Runs `f` on a new thread inside namespace `ns`; threads it spawns stay there too.
 pub fn in_ns<T: Send + 'static>(
     ns: &str,
@@ -256,8 +364,9 @@ fn serve(ns: &str, name: &str) -> Result<()> {
         move || -> std::io::Result<Vec<(Option<TcpListener>, Option<UdpSocket>)>> {
             let mut v = Vec::new();
             for port in [80u16, 81] {
-                v.push((Some(TcpListener::bind(("0.0.0.0", port))?), None));
-                v.push((None, Some(UdpSocket::bind(("0.0.0.0", port))?)));
+                // [::] with v6only off: one socket serves IPv4 and IPv6.
+                v.push((Some(TcpListener::bind(("::", port))?), None));
+                v.push((None, Some(UdpSocket::bind(("::", port))?)));
             }
             Ok(v)
         },
@@ -305,8 +414,8 @@ pub fn probe(to: SocketAddr, proto: &str, expect: &str) -> bool {
         _ => {
             // A fresh source port per probe: a reused one could hit the conntrack entry of an
             // earlier admitted probe, which stays established by design.
-            let Ok(u) =
-                UdpSocket::bind(("0.0.0.0", next_port())).or_else(|_| UdpSocket::bind("0.0.0.0:0"))
+            let any = if to.is_ipv4() { "0.0.0.0" } else { "::" };
+            let Ok(u) = UdpSocket::bind((any, next_port())).or_else(|_| UdpSocket::bind((any, 0)))
             else {
                 return false;
             };
