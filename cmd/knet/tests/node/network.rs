@@ -5,6 +5,8 @@
 //! Submodules: `modes` (TCP/UDP over IPv4 and IPv6 in native, vxlan and auto mode, egress
 //! masquerade), `lifecycle` (node join/leave, daemon restart, kill -9 during an ADD storm).
 
+#![allow(clippy::print_stdout)] // tests print measured times
+
 mod kit;
 mod lifecycle;
 mod modes;
