@@ -132,7 +132,7 @@ fn parse_dig(out: &str) -> Option<Reply> {
 /// `dig` from pod `pod` (its resolv.conf's nameserver, the cluster DNS IP), over UDP, or TCP
 /// with `tcp`. Errors when dig got no reply.
 async fn dig_opt(lab: &Lab, pod: &str, name: &str, qtype: &str, tcp: bool) -> Option<Reply> {
-    let mut argv = vec!["dig", "+time=3", "+tries=1", "+nocookie"];
+    let mut argv = vec!["dig", "+time=5", "+tries=1", "+nocookie"];
     if tcp {
         argv.push("+tcp");
     }
@@ -709,6 +709,9 @@ impl Upstreams {
         .expect("named wrote its pid file")
         .0;
         self.pids[i] = Some(pid);
+        if !d.join("example.test.zone").exists() {
+            return;
+        }
         let netns = self.netns.clone();
         poll(Duration::from_secs(10), || async {
             let out = lab
@@ -730,6 +733,33 @@ impl Upstreams {
         })
         .await
         .unwrap_or_else(|| panic!("named on {ip} never answered"));
+    }
+
+    /// Adds a recursive `named` on 172.31.250.`host` that forwards everything to `to` (reached
+    /// through `via`): an upstream that loops back to the cluster DNS. Returns its address.
+    async fn add_forwarder(&mut self, lab: &Lab, host: u8, to: &str, via: &str) -> String {
+        let i = self.ips.len();
+        let ip = format!("172.31.250.{host}");
+        for cmd in [
+            format!("ip -n {} addr add {ip}/24 dev eth0", self.netns),
+            format!("ip -n {} route replace {to}/32 via {via}", self.netns),
+        ] {
+            let out = knet_e2e::process::run(&["sh", "-c", &cmd], Duration::from_secs(10))
+                .await
+                .expect("run");
+            assert!(out.success(), "{cmd}: {}", out.stderr);
+        }
+        let d = self.dir.path().join(format!("ns{i}"));
+        std::fs::create_dir_all(&d).expect("dir");
+        let conf = format!(
+            "options {{\n  directory \"{dir}\";\n  pid-file \"{dir}/named.pid\";\n  session-keyfile \"{dir}/session.key\";\n  managed-keys-directory \"{dir}\";\n  listen-on port 53 {{ {ip}; }};\n  listen-on-v6 {{ none; }};\n  recursion yes;\n  allow-recursion {{ any; }};\n  forward only;\n  forwarders {{ {to}; }};\n  dnssec-validation no;\n}};\ncontrols {{ }};\n",
+            dir = d.display()
+        );
+        std::fs::write(d.join("named.conf"), conf).expect("named.conf");
+        self.pids.push(None);
+        self.ips.push(ip.clone());
+        self.run(lab, i).await;
+        ip
     }
 
     /// Makes upstream `i` silently drop queries (`on`), or stops doing so: timeouts, not
@@ -987,6 +1017,68 @@ async fn dns_forwards_to_upstreams_and_fails_over() {
     )
     .await
     .expect("A", &["10.152.183.1"], "cluster names with no upstream");
+
+    // Loop detection: an upstream that forwards back to node-1's cluster DNS address. node-1's
+    // probe name comes back to it; the upstream is marked looping and not used.
+    let node1 = lab.node("node-1").expect("node").ipv4.to_string();
+    let looper = up.add_forwarder(&lab, 203, "10.152.183.10", &node1).await;
+    let before = loops_detected(&lab, "node-1").await;
+    let out = support::knet(
+        &lab,
+        &["set", &format!("dns.upstream-nameservers={looper}")],
+    )
+    .await;
+    assert!(out.success(), "set upstreams: {}", out.stderr);
+    let (n, t) = poll(Duration::from_secs(20), || async {
+        let n = loops_detected(&lab, "node-1").await;
+        (n > before).then_some(n)
+    })
+    .await
+    .unwrap_or_else(|| panic!("node-1 never detected the loop through {looper}"));
+    println!("forwarding loop through {looper} detected on node-1 after {t:?} (counter {n})");
+    // Queries are not sent round the loop: a prompt SERVFAIL, the cluster zone unaffected.
+    let t = Instant::now();
+    let r = dig(&lab, "client", "through-the-loop.example.test.", "A", false).await;
+    assert_eq!(r.status, "SERVFAIL", "no usable upstream: {}", r.raw);
+    println!(
+        "external name with only a looping upstream: SERVFAIL in {:?}",
+        t.elapsed()
+    );
+    dig(
+        &lab,
+        "client",
+        &format!("kubernetes.default.svc.{ZONE}."),
+        "A",
+        false,
+    )
+    .await
+    .expect(
+        "A",
+        &["10.152.183.1"],
+        "cluster names with a looping upstream",
+    );
+}
+
+/// `knet_dns_forward_loops_detected_total` from `node`'s daemon (its local API socket).
+async fn loops_detected(lab: &Lab, node: &str) -> u64 {
+    let sock = lab.node(node).expect("node").run_dir.join("knet.sock");
+    let out = knet_e2e::process::run(
+        &[
+            "curl",
+            "-sS",
+            "--unix-socket",
+            &sock.display().to_string(),
+            "http://knet/metrics",
+        ],
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("curl /metrics");
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("knet_dns_forward_loops_detected_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
 }
 
 /// `ip6.arpa` name of an IPv6 address (32 nibbles).
