@@ -209,20 +209,7 @@ struct Cgroup(std::path::PathBuf);
 
 impl Cgroup {
     fn create() -> Option<Cgroup> {
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-        let mut roots: Vec<std::path::PathBuf> = mounts
-            .lines()
-            .filter_map(|l| {
-                let (left, right) = l.split_once(" - ")?;
-                right
-                    .starts_with("cgroup2 ")
-                    .then(|| left.split_whitespace().nth(4).map(std::path::PathBuf::from))?
-            })
-            .collect();
-        roots.sort_by_key(|p| p != std::path::Path::new("/sys/fs/cgroup"));
-        let dir = roots
-            .first()?
-            .join(format!("knettest-svc-{}", std::process::id()));
+        let dir = lab::cgroup2_root()?.join(format!("knettest-svc-{}", std::process::id()));
         std::fs::create_dir_all(&dir).ok()?;
         Some(Cgroup(dir))
     }

@@ -226,3 +226,19 @@ impl Topology {
         }
     }
 }
+
+/// The cgroup v2 mount point (`/sys/fs/cgroup` preferred over hybrid `.../unified`).
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut roots: Vec<PathBuf> = mounts
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            right
+                .starts_with("cgroup2 ")
+                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+        })
+        .collect();
+    roots.sort_by_key(|p| p != Path::new("/sys/fs/cgroup"));
+    roots.into_iter().next()
+}

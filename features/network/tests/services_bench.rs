@@ -1,0 +1,281 @@
+//! Services benchmarks (ignored; run with
+//! `cargo test -p knet-network --release --test services_bench -- --ignored --nocapture --test-threads=1`
+//! or `make bench-services`). They print figures and assert nothing about time.
+//!
+//! - programming: the table for 1k/10k/30k Services with 2 endpoints each, applied cold to a
+//!   fresh namespace (model + render + one nft transaction), then a one-endpoint change at each
+//!   size (an incremental transaction);
+//! - connection rate: sequential TCP connects (SO_LINGER 0) from a pod to a server pod, straight
+//!   to the pod IP, through the ClusterIP with nftables, and through the ClusterIP with the eBPF
+//!   socket load balancer, at 0 and 10k Services, in interleaved 1 s slices (medians reported).
+
+#![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
+
+#[path = "services/lab.rs"]
+#[allow(dead_code, reason = "shared with tests/services.rs")]
+mod lab;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use knet_network::services::apply::{diff_script, full_script, parse_names};
+use knet_network::services::exec::{nft_apply, nft_list};
+use knet_network::services::model::ServiceTable;
+use knet_network::services::render::Ruleset;
+use knet_network::services::socket_lb::SocketLb;
+use lab::{Ns, Topology, privileged};
+use serde_json::json;
+
+const CLIENT_ENV: &str = "KNET_BENCH_CLIENT";
+
+fn vip(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + i)
+}
+
+fn ep(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i)
+}
+
+/// `n` synthetic Services `s<i>` (TCP 80 → 8080) with endpoints `eps(i)`.
+fn objects(n: u32, eps: impl Fn(u32) -> Vec<String>) -> (Vec<Service>, Vec<EndpointSlice>) {
+    let mut svcs = Vec::new();
+    let mut slices = Vec::new();
+    for i in 0..n {
+        let name = format!("s{i}");
+        svcs.push(
+            serde_json::from_value(json!({"metadata": {"namespace": "bench", "name": name},
+                "spec": {"clusterIP": vip(i).to_string(),
+                         "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}))
+            .expect("svc"),
+        );
+        let endpoints: Vec<serde_json::Value> = eps(i)
+            .into_iter()
+            .map(|a| json!({"addresses": [a], "nodeName": "node"}))
+            .collect();
+        slices.push(
+            serde_json::from_value(
+                json!({"metadata": {"namespace": "bench", "name": format!("{name}-1"),
+                    "labels": {"kubernetes.io/service-name": name}},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                "endpoints": endpoints}),
+            )
+            .expect("slice"),
+        );
+    }
+    (svcs, slices)
+}
+
+fn two_endpoints(i: u32) -> Vec<String> {
+    vec![ep(2 * i).to_string(), ep(2 * i + 1).to_string()]
+}
+
+fn ruleset(svcs: &[Service], slices: &[EndpointSlice]) -> (ServiceTable, Ruleset) {
+    let table = ServiceTable::build(svcs, slices, "node", false);
+    let r = Ruleset::render(&table, &["10.1.0.0/16".parse().expect("cidr")]);
+    (table, r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: prints figures"]
+async fn bench_rule_programming() {
+    if !privileged() {
+        return;
+    }
+    println!(
+        "| Services | cold: model+render | cold: nft apply | cold total | script | 1-endpoint change (compute+diff+apply) | change script |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for n in [1_000u32, 10_000, 30_000] {
+        let node = Ns::create("bench");
+        let path = node.path();
+        let (svcs, mut slices) = objects(n, two_endpoints);
+        let t0 = Instant::now();
+        let (_, first) = ruleset(&svcs, &slices);
+        let kernel = parse_names(&nft_list(Some(&path)).await.expect("list"));
+        let script = full_script(&kernel, &first);
+        let computed = t0.elapsed();
+        let t1 = Instant::now();
+        nft_apply(Some(&path), &script).await.expect("cold apply");
+        let applied = t1.elapsed();
+        // One endpoint of one Service replaced.
+        let mid = n / 2;
+        slices[mid as usize] = objects(mid + 1, |_| {
+            vec![ep(2 * mid).to_string(), ep(3 * n + 7).to_string()]
+        })
+        .1
+        .pop()
+        .expect("slice");
+        let t2 = Instant::now();
+        let (_, second) = ruleset(&svcs, &slices);
+        let diff = diff_script(&first, &second);
+        nft_apply(Some(&path), &diff).await.expect("diff apply");
+        let change = t2.elapsed();
+        println!(
+            "| {n} | {computed:.0?} | {applied:.0?} | {:.0?} | {} KiB | {change:.1?} | {} lines |",
+            computed + applied,
+            script.len() / 1024,
+            diff.lines().count()
+        );
+    }
+}
+
+/// Runs in a child process (the test binary re-executed) so that it alone joins the cgroup.
+#[test]
+#[ignore = "helper of bench_connection_rate"]
+fn bench_client_helper() {
+    let Ok(spec) = std::env::var(CLIENT_ENV) else {
+        return;
+    };
+    // netns path, cgroup dir or "-", target, seconds
+    let parts: Vec<&str> = spec.split(',').collect();
+    let [netns, cgroup, target, secs] = parts.as_slice() else {
+        panic!("bad {CLIENT_ENV}: {spec}");
+    };
+    if *cgroup != "-" {
+        std::fs::write(
+            format!("{cgroup}/cgroup.procs"),
+            std::process::id().to_string(),
+        )
+        .expect("join cgroup");
+    }
+    let file = std::fs::File::open(netns).expect("netns");
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    let target: SocketAddr = target.parse().expect("target");
+    let until = Instant::now() + Duration::from_secs_f64(secs.parse().expect("secs"));
+    let mut lat = Vec::new();
+    let mut failed = 0u32;
+    while Instant::now() < until {
+        let t = Instant::now();
+        match TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
+            Ok(s) => {
+                lat.push(t.elapsed());
+                let linger = nix::libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                };
+                let _ =
+                    nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Linger, &linger);
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    lat.sort();
+    let p50 = lat.get(lat.len() / 2).copied().unwrap_or_default();
+    println!("RESULT {} {} {}", lat.len(), p50.as_micros(), failed);
+}
+
+fn client(netns: &Ns, cgroup: Option<&str>, target: &str, secs: f64) -> (u64, u64) {
+    let exe = std::env::current_exe().expect("exe");
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "bench_client_helper",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(
+            CLIENT_ENV,
+            format!(
+                "{},{},{target},{secs}",
+                netns.path().display(),
+                cgroup.unwrap_or("-")
+            ),
+        )
+        .output()
+        .expect("client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("RESULT "))
+        .unwrap_or_else(|| {
+            panic!(
+                "client said: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().expect("number"))
+        .collect();
+    (v[0], v[1])
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: prints figures"]
+async fn bench_connection_rate() {
+    if !privileged() {
+        return;
+    }
+    let cg_root = lab::cgroup2_root().expect("a cgroup v2 mount");
+    let cg = cg_root.join(format!("knettest-svcbench-{}", std::process::id()));
+    std::fs::create_dir_all(&cg).expect("cgroup");
+    let cgs = cg.display().to_string();
+    let t = Topology::new(2);
+    let server = &t.pods[0].0;
+    server.serve("s", 8080);
+    let client_ns = &t.pods[1].0;
+    let path = t.node.path();
+    let slices_n = 7;
+    println!("| Services | direct pod IP | ClusterIP, nftables | ClusterIP, eBPF socket LB |");
+    println!("|---|---|---|---|");
+    for n in [0u32, 10_000] {
+        let (mut svcs, mut slices) = objects(n, two_endpoints);
+        let (s, e) = objects(1, |_| vec!["10.1.0.11".into()]);
+        // The measured Service: index 0 of its own namespace, ClusterIP 10.152.183.5.
+        let mut s0: serde_json::Value = serde_json::to_value(&s[0]).expect("json");
+        s0["metadata"]["namespace"] = json!("m");
+        s0["spec"]["clusterIP"] = json!("10.152.183.5");
+        let mut e0: serde_json::Value = serde_json::to_value(&e[0]).expect("json");
+        e0["metadata"]["namespace"] = json!("m");
+        svcs.push(serde_json::from_value(s0).expect("svc"));
+        slices.push(serde_json::from_value(e0).expect("slice"));
+        let (table, r) = ruleset(&svcs, &slices);
+        let kernel = parse_names(&nft_list(Some(&path)).await.expect("list"));
+        nft_apply(Some(&path), &full_script(&kernel, &r))
+            .await
+            .expect("apply");
+        let mut lb = SocketLb::attach(&cg).expect("socket LB");
+        lb.sync(&table).expect("maps");
+        let mut rates = [Vec::new(), Vec::new(), Vec::new()];
+        let mut p50s = [Vec::new(), Vec::new(), Vec::new()];
+        for _ in 0..slices_n {
+            for (i, (cgroup, target)) in [
+                (None, "10.1.0.11:8080"),
+                (None, "10.152.183.5:80"),
+                (Some(cgs.as_str()), "10.152.183.5:80"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let (count, p50) = client(client_ns, cgroup, target, 1.0);
+                rates[i].push(count);
+                p50s[i].push(p50);
+            }
+        }
+        drop(lb);
+        let cell = |i: usize| {
+            format!(
+                "{} conn/s, p50 {} µs",
+                median(rates[i].clone()),
+                median(p50s[i].clone())
+            )
+        };
+        println!("| {n} | {} | {} | {} |", cell(0), cell(1), cell(2));
+    }
+    for _ in 0..50 {
+        if std::fs::remove_dir(&cg).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
