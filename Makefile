@@ -54,3 +54,12 @@ demo-down:
 bench-network: deps
 	$(CARGO) build --release -p knet
 	KNET_BIN=$(CURDIR)/target/release/knet $(CARGO) test --release -p knet --test bench_network -- --ignored --nocapture --test-threads=1
+
+# --- benchmarks: services (docs/benchmarks.md, "Services") -------------------
+
+# Rule programming at 1k/10k/30k Services and a one-endpoint change, and new-connection rate
+# to a pod IP vs a ClusterIP (nftables, eBPF socket LB) at 0 and 10k Services, in namespaces
+# the test creates; release build. Needs root; prints tables.
+.PHONY: bench-services
+bench-services:
+	$(CARGO) test --release -p knet-network --test services_bench -- --ignored --nocapture --test-threads=1
