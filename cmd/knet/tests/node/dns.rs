@@ -61,6 +61,10 @@ impl Reply {
         assert_eq!(self.data(rtype), want, "{what}: {}", self.raw);
     }
 
+    fn expect_servfail(&self, what: &str) {
+        assert_eq!(self.status, "SERVFAIL", "{what}: {}", self.raw);
+    }
+
     /// Asserts a negative answer with rcode `status`, no answer and the zone SOA in authority.
     fn expect_negative(&self, status: &str, zone: &str, what: &str) {
         assert_eq!(self.status, status, "{what}: {}", self.raw);
@@ -629,6 +633,93 @@ async fn dns_answers_every_cluster_record_from_pods_over_udp_and_tcp() {
     }
     let out = support::knet(&lab, &["set", "dns.ttl=30"]).await;
     assert!(out.success(), "restore dns.ttl: {}", out.stderr);
+
+    // Zone transfers are refused; so are classes other than IN.
+    let out = lab
+        .exec_pod(
+            NS,
+            "client",
+            &["dig", "+time=5", "+tries=1", &format!("{ZONE}."), "AXFR"],
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("dig AXFR");
+    assert!(
+        out.stdout.contains("Transfer failed") && !out.stdout.contains(" SOA "),
+        "AXFR must be refused: {}",
+        out.stdout
+    );
+    let out = lab
+        .exec_pod(
+            NS,
+            "client",
+            &[
+                "dig",
+                "+time=5",
+                "+tries=1",
+                &format!("dns-version.{ZONE}."),
+                "TXT",
+                "CH",
+            ],
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("dig CH");
+    let r = parse_dig(&out.stdout).expect("a reply to a CH query");
+    assert_eq!(r.status, "REFUSED", "class CH: {}", r.raw);
+
+    // SERVFAIL for cluster names until the watches have synced: node-2's daemon restarts
+    // while it cannot reach the API server; its pods get SERVFAIL, then answers once it can.
+    let api = lab.api_port();
+    let block = format!(
+        "nft add table inet dnsblk && nft add chain inet dnsblk out '{{ type filter hook output priority 0; }}' && \
+         nft add rule inet dnsblk out tcp dport {api} drop"
+    );
+    let out = lab
+        .exec_node("node-2", &["sh", "-c", &block], Duration::from_secs(10))
+        .await
+        .expect("nft");
+    assert!(out.success(), "{block}: {}", out.stderr);
+    let unblock = Unblock(&lab);
+    lab.start_knet_daemon("node-2")
+        .await
+        .expect("restart node-2's daemon");
+    let (_, t) = poll(Duration::from_secs(20), || async {
+        dig_opt(&lab, "front", &svc("web"), "A", false)
+            .await
+            .filter(|r| r.status == "SERVFAIL")
+    })
+    .await
+    .expect("node-2 without the API server must SERVFAIL cluster names");
+    println!("SERVFAIL from node-2 before sync, {t:?} after its restart");
+    dig(&lab, "front", &svc("web"), "A", true)
+        .await
+        .expect_servfail("before sync (tcp)");
+    drop(unblock);
+    let (_, t) = poll(Duration::from_secs(30), || async {
+        dig_opt(&lab, "front", &svc("web"), "A", false)
+            .await
+            .filter(|r| r.data("A") == vec![web_ip.clone()])
+    })
+    .await
+    .expect("node-2 never answered after the API server came back");
+    println!("node-2 answering {t:?} after the API server came back");
+}
+
+/// Removes the API block from node-2 when dropped (also when the test fails).
+struct Unblock<'a>(&'a Lab);
+
+impl Drop for Unblock<'_> {
+    fn drop(&mut self) {
+        let Ok(n) = self.0.node("node-2") else {
+            return;
+        };
+        let _ = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &n.netns, "nft", "delete", "table", "inet", "dnsblk",
+            ])
+            .status();
+    }
 }
 
 /// Upstream DNS servers: Debian's `named` serving `example.test`, one process per address, in a
