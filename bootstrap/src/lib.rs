@@ -19,6 +19,9 @@
 //! bounded; only processes whose `/proc/PID/cmdline` is a knet daemon are ever signalled. It
 //! prints nothing: progress goes to the caller as [`Step`]s.
 
+// Libraries log with tracing; only the binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod cluster_config;
 mod command;
 mod daemon;

@@ -5,11 +5,6 @@
 //! built by `make test`). Without root, the lab's control plane (`make deps`), the knet binary
 //! or squashfs-tools, the tests fail saying what is missing; nothing is skipped.
 
-#![expect(
-    clippy::print_stderr,
-    reason = "tests show what they saw with --nocapture"
-)]
-
 mod cluster_config;
 mod daemon;
 mod flow;

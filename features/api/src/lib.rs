@@ -17,6 +17,9 @@
 //! Errors are `{"error": "..."}` with a 4xx/5xx status; the message is one line that says what
 //! to do.
 
+// Libraries log with tracing; only the binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod client;
 mod server;
 mod wire;

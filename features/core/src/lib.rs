@@ -9,6 +9,9 @@
 //! Architecture invariants: features depend on this crate and never on each other; this crate
 //! never touches the kernel.
 
+// Libraries log with tracing; only the binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod cni_conf;
 pub mod config;
 mod feature;

@@ -1,7 +1,6 @@
 //! Serves a synthetic cluster zone on 127.0.0.1 for load tests with dnsperf:
 //! `cargo run -p knet-dns --example bench_server --features test-util -- 5300 10000`
 //! (port, number of Services). Writes the dnsperf query file to /tmp/knet-dns-queries.txt.
-#![expect(clippy::print_stdout, reason = "a command-line tool")]
 
 use std::sync::Arc;
 

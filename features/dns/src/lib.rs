@@ -8,6 +8,9 @@
 //!
 //! It must not touch other features' kernel objects, and never imports another feature.
 
+// Libraries log with tracing; only the binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod address;
 pub mod answer;
 mod feature;

@@ -99,10 +99,6 @@ fn mib(bytes: isize) -> f64 {
 }
 
 #[test]
-#[expect(
-    clippy::print_stdout,
-    reason = "the measurement is the point of this test"
-)]
 fn ten_thousand_services_fifty_thousand_pods() {
     let before_objects = LIVE.load(Ordering::Relaxed);
     let snap = snapshot();

@@ -12,6 +12,9 @@
 //! (every pod packet, also same-node, crosses the node's forward hook) and on the service proxy
 //! translating ClusterIPs before forwarding, so the forward hook sees backend pod IPs.
 
+// Libraries log with tracing; only the binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod compile;
 pub mod feature;
 pub mod model;

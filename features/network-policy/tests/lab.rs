@@ -5,8 +5,6 @@
 //! observed table matches the oracle (or 10 s pass). Prints the time from apply to enforced.
 //! Needs root, the lab binaries (`make lab-bins`) and a built `target/debug/knet`.
 
-#![expect(clippy::print_stderr, reason = "tests print what they measured")]
-
 #[path = "netpol/cases.rs"]
 mod cases;
 #[path = "netpol/harness.rs"]

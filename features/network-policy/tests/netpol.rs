@@ -1,9 +1,7 @@
 //! NetworkPolicy enforcement on the real kernel: the upstream e2e model (namespaces x, y, z;
 //! pods a, b, c serving TCP and UDP on 80 and 81) wired into network namespaces like knet's
 //! routed design, the crate's compiled tables applied with `nft`, every cell probed with real
-//! packets and compared with an independent oracle. Needs root and `nft`; tests skip otherwise.
-
-#![expect(clippy::print_stderr, reason = "tests print what they measured")]
+//! packets and compared with an independent oracle. Needs root and `nft`; tests fail without them.
 
 #[path = "netpol/cases.rs"]
 mod cases;
@@ -26,10 +24,7 @@ use model::Model;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_cases_on_the_real_kernel() -> anyhow::Result<()> {
-    if !privileged() {
-        eprintln!("skipped: needs root and nft");
-        return Ok(());
-    }
+    privileged();
     let base = Model::new();
     let h = Harness::start("up", &base)?;
     let cases = cases::all(&base);
@@ -70,10 +65,7 @@ async fn upstream_cases_on_the_real_kernel() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn selector_cases_over_ipv6_on_the_real_kernel() -> anyhow::Result<()> {
-    if !privileged() {
-        eprintln!("skipped: needs root and nft");
-        return Ok(());
-    }
+    privileged();
     let base = Model::new();
     let h = Harness::start("v6", &base)?;
     // The ipBlock cases name IPv4 blocks; every other case is family-independent.
@@ -109,10 +101,7 @@ async fn selector_cases_over_ipv6_on_the_real_kernel() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_random_policies_on_the_real_kernel() -> anyhow::Result<()> {
-    if !privileged() {
-        eprintln!("skipped: needs root and nft");
-        return Ok(());
-    }
+    privileged();
     let seed: u64 = std::env::var("KNET_NETPOL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -150,10 +139,7 @@ async fn seeded_random_policies_on_the_real_kernel() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_of_200_policies_while_probing() -> anyhow::Result<()> {
-    if !privileged() {
-        eprintln!("skipped: needs root and nft");
-        return Ok(());
-    }
+    privileged();
     let model = Model::new();
     let h = Harness::start("churn", &model)?;
     let mut rng = random::Rng(7);
@@ -196,10 +182,7 @@ fn print_times(what: &str, times: &mut [Duration]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn established_flows_survive_table_swaps() -> anyhow::Result<()> {
-    if !privileged() {
-        eprintln!("skipped: needs root and nft");
-        return Ok(());
-    }
+    privileged();
     let model = Model::new();
     let h = Harness::start("est", &model)?;
     let allow = vec![cases::np(
@@ -253,10 +236,7 @@ async fn established_flows_survive_table_swaps() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enforcement_latency_for_1_100_1000_policies() -> anyhow::Result<()> {
-    if !privileged() {
-        eprintln!("skipped: needs root and nft");
-        return Ok(());
-    }
+    privileged();
     let model = Model::new();
     let h = Harness::start("lat", &model)?;
     let mut rng = random::Rng(1000);

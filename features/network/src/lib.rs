@@ -6,6 +6,9 @@
 //! not depend on other features, and it never touches nftables tables, links or routes it did not
 //! create.
 
+// Libraries log with tracing; only the binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod cni;
 mod feature;
 pub mod handler;

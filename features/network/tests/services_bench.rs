@@ -9,8 +9,6 @@
 //!   to the pod IP, through the ClusterIP with nftables, and through the ClusterIP with the eBPF
 //!   socket load balancer, at 0 and 10k Services, in interleaved 1 s slices (medians reported).
 
-#![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
-
 #[path = "services/lab.rs"]
 #[allow(dead_code, reason = "shared with tests/services.rs")]
 mod lab;

@@ -10,6 +10,9 @@
 //! Invariant: a feature's failure never takes the daemon or another feature down; stopping the
 //! daemon leaves the dataplane in place (only *disabling* a feature removes what it installed).
 
+// Libraries log with tracing; only the binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod config_source;
 mod daemon;
 pub use daemon::kube_client;

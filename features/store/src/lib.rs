@@ -9,6 +9,9 @@
 //!
 //! This crate must not know about Kubernetes, features or the kernel.
 
+// Libraries log with tracing; only the binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod error;
 mod store;
 mod tree;

@@ -40,12 +40,12 @@ pub async fn set(node: &NodeArgs, assignments: Vec<String>) -> anyhow::Result<Ex
     // Validate locally first so a typo fails fast, even with the daemon down.
     let defaults = knet_core::config::ClusterConfig::default();
     for a in &assignments {
-        match knet_core::config::set_key(&defaults, a) {
-            Err(
-                e @ (knet_core::config::ConfigError::UnknownKey { .. }
-                | knet_core::config::ConfigError::NotAnAssignment(_)),
-            ) => return Err(e.into()),
-            _ => {}
+        if let Err(
+            e @ (knet_core::config::ConfigError::UnknownKey { .. }
+            | knet_core::config::ConfigError::NotAnAssignment(_)),
+        ) = knet_core::config::set_key(&defaults, a)
+        {
+            return Err(e.into());
         }
     }
     let _: ConfigAnswer = node

@@ -25,12 +25,21 @@ pub struct Harness {
 }
 
 /// Whether this process may create namespaces and run nft.
+/// These tests need root and `nft`; without them they fail saying so (a test that cannot run
+/// must not pass). Always returns true.
 pub fn privileged() -> bool {
-    nix::unistd::geteuid().is_root()
-        && Command::new("nft")
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests need root (network namespaces, nftables): run them as root"
+    );
+    assert!(
+        Command::new("nft")
             .arg("--version")
             .output()
-            .is_ok_and(|o| o.status.success())
+            .is_ok_and(|o| o.status.success()),
+        "these tests need the nft binary: run e2e/install-deps.sh"
+    );
+    true
 }
 
 fn run(args: &[&str]) -> Result<()> {
