@@ -145,6 +145,16 @@ impl Pass<'_> {
             .await
             .map_err(failed("installing the masquerade table"))?;
 
+        // Peers (not routes: a dual-stack peer has two) reached over the overlay.
+        let vxlan_peers = peers
+            .iter()
+            .filter(|p| {
+                routes.iter().any(|r| {
+                    matches!(r.path, crate::peers::Path::Vxlan { .. })
+                        && p.pod_cidrs.contains(&r.dst)
+                })
+            })
+            .count();
         let shown: Vec<String> = cidrs.iter().map(ToString::to_string).collect();
         let mode = match mode {
             NetworkMode::Auto => "auto",
@@ -152,7 +162,7 @@ impl Pass<'_> {
             NetworkMode::Vxlan => "vxlan",
         };
         Ok(format!(
-            "pod CIDR {}, {} peer(s) ({tunnels} over VXLAN), mode {mode}, MTU {mtu}",
+            "pod CIDR {}, {} peer(s) ({vxlan_peers} over VXLAN), mode {mode}, MTU {mtu}",
             shown.join(","),
             peers.len()
         ))

@@ -156,4 +156,11 @@ async fn auto_mode_picks_native_on_link_and_vxlan_across_segments() {
     .await;
     let status = crate::support::knet_on(&lab, "node-1", &["status"]).await;
     println!("node-1 status:\n{}", status.stdout);
+    assert!(
+        status
+            .stdout
+            .contains("2 peer(s) (1 over VXLAN), mode auto"),
+        "status must count node-3 alone as a VXLAN peer: {}",
+        status.stdout
+    );
 }
