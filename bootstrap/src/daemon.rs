@@ -21,7 +21,7 @@ mod systemd;
 
 pub(crate) use detached::{log_tail, stop_detached};
 pub use process::is_knet_daemon;
-pub(crate) use systemd::{UNIT_PATH, stop_systemd_unit};
+pub(crate) use systemd::stop_systemd_unit;
 pub use systemd::{parse_dropin_environment, snap_dropin, snap_dropin_environment, systemd_unit};
 
 /// The systemd unit bootstrap installs.

@@ -21,16 +21,17 @@ use knet_core::paths::Paths;
 
 pub use features::{CleanupOptions, cleanup_features};
 
-use crate::daemon::{self, UNIT_PATH};
+use crate::daemon;
 use crate::{BootstrapError, fsutil};
 
 /// One thing reset did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ResetStep {
-    /// The systemd unit was disabled, stopped and removed.
+    /// The daemon's systemd service was disabled and stopped, and what bootstrap wrote for it
+    /// removed.
     UnitRemoved {
-        /// The unit file.
+        /// The unit file, or the snap service's drop-in.
         path: PathBuf,
     },
     /// The detached daemon was stopped.
@@ -71,7 +72,7 @@ impl fmt::Display for ResetStep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ResetStep::UnitRemoved { path } => {
-                write!(f, "stopped and removed systemd unit {}", path.display())
+                write!(f, "stopped the systemd service; removed {}", path.display())
             }
             ResetStep::DaemonStopped { pid } => write!(f, "stopped the daemon (pid {pid})"),
             ResetStep::FeatureCleaned { feature } => {
@@ -108,10 +109,8 @@ pub async fn stop_daemon(
     paths: &Paths,
     progress: &mut dyn FnMut(ResetStep),
 ) -> Result<(), BootstrapError> {
-    if daemon::stop_systemd_unit(paths)? {
-        progress(ResetStep::UnitRemoved {
-            path: UNIT_PATH.into(),
-        });
+    if let Some(path) = daemon::stop_systemd_unit(paths)? {
+        progress(ResetStep::UnitRemoved { path });
     }
     let paths2 = paths.clone();
     let stopped = tokio::task::spawn_blocking(move || daemon::stop_detached(&paths2))

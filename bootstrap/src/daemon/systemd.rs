@@ -143,21 +143,33 @@ fn enable(path: &Path, text: &str, unit: &str) -> Result<DaemonState, BootstrapE
     })
 }
 
-/// Disables and removes the unit, but only if it is this node's (its ExecStart names this
-/// state dir): on a machine with several nodes, resetting one leaves the host's unit alone.
-pub(crate) fn stop_systemd_unit(paths: &Paths) -> Result<bool, BootstrapError> {
+/// Disables and stops this node's daemon service and removes what bootstrap wrote for it;
+/// returns the file removed. Outside a snap: the unit, but only if it is this node's (its
+/// ExecStart names this state dir), so on a machine with several nodes resetting one leaves the
+/// host's unit alone. Inside the snap: snapd owns the service's unit, so it is only disabled and
+/// stopped (best effort: in the remove hook snapd has done that already) and bootstrap's drop-in
+/// removed, with its directory when nothing else is in it.
+pub(crate) fn stop_systemd_unit(paths: &Paths) -> Result<Option<PathBuf>, BootstrapError> {
     if let Some(snap) = snap_instance() {
-        // snapd stops and removes its own unit; only our drop-in is ours to remove.
+        if super::systemd_running() {
+            let unit = format!("snap.{snap}.daemon.service");
+            if let Err(error) = systemctl(&["disable", "--now", &unit]) {
+                tracing::warn!(%error, unit, "cannot stop the snap's daemon service");
+            }
+        }
         let path = dropin_path(&snap);
         let removed = fsutil::remove_if_exists(&path)?;
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
         if removed && super::systemd_running() {
             systemctl(&["daemon-reload"])?;
         }
-        return Ok(removed);
+        return Ok(removed.then_some(path));
     }
     let path = Path::new(UNIT_PATH);
     let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(false);
+        return Ok(None);
     };
     let flag = format!(
         " --state-dir {} ",
@@ -167,7 +179,7 @@ pub(crate) fn stop_systemd_unit(paths: &Paths) -> Result<bool, BootstrapError> {
         .lines()
         .any(|l| l.starts_with("ExecStart=") && l.contains(&flag));
     if !ours {
-        return Ok(false);
+        return Ok(None);
     }
     if super::systemd_running() {
         systemctl(&["disable", "--now", SYSTEMD_UNIT_NAME])?;
@@ -176,7 +188,7 @@ pub(crate) fn stop_systemd_unit(paths: &Paths) -> Result<bool, BootstrapError> {
     if super::systemd_running() {
         systemctl(&["daemon-reload"])?;
     }
-    Ok(true)
+    Ok(Some(path.to_path_buf()))
 }
 
 fn systemctl(args: &[&str]) -> Result<(), BootstrapError> {

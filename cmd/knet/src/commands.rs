@@ -1,10 +1,5 @@
 //! One module per subcommand.
 
-#![expect(
-    clippy::print_stdout,
-    reason = "the commands print their results: stdout is the CLI's output"
-)]
-
 pub mod bootstrap;
 pub mod cni;
 mod config;

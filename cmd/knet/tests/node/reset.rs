@@ -3,11 +3,6 @@
 //! removes the pod veths, knet's routes, its nftables tables, the dns addresses on lo, the
 //! daemon, the CNI conflist and plugin, the marker and the store, in the node's namespace.
 
-#![expect(
-    clippy::print_stdout,
-    reason = "the test shows the footprint and reset's output with --nocapture"
-)]
-
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -266,4 +261,127 @@ async fn reset_leaves_nothing_of_knet_on_the_node() {
         out.stdout,
         out.stderr
     );
+}
+
+/// Removes the test's snap drop-in directory (under /etc/systemd/system) however the test ends.
+struct DropinDir(std::path::PathBuf);
+
+impl Drop for DropinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snap_remove_hook_resets_the_paths_bootstrap_gave_the_snap_service() {
+    let lab = support::lab("rsnap").await;
+    support::bootstrap(&lab, None).await;
+    let n = lab.node(NODE).expect("node");
+    let paths = knet_core::paths::Paths {
+        state_dir: n.state_dir.clone(),
+        run_dir: n.run_dir.clone(),
+        cni_conf_dir: n.cni_conf_dir.clone(),
+        cni_bin_dir: n.cni_bin_dir.clone(),
+    };
+    let daemons = node_daemons(&lab);
+    assert_eq!(daemons.len(), 1, "{daemons:?}");
+
+    // What bootstrap writes for the snap's daemon service, under a snap instance name of our own
+    // (systemd does not run here, so nothing reads it but knet).
+    let instance = format!("knettest{}", std::process::id());
+    let dir = DropinDir(std::path::PathBuf::from(format!(
+        "/etc/systemd/system/snap.{instance}.daemon.service.d"
+    )));
+    std::fs::create_dir_all(&dir.0).expect("drop-in dir");
+    let dropin = dir.0.join("10-knet-bootstrap.conf");
+    std::fs::write(
+        &dropin,
+        knet_bootstrap::snap_dropin(&paths, NODE, Some(&n.kubeconfig)),
+    )
+    .expect("write the drop-in");
+
+    // The hook passes no flags; the environment's paths (what reset would use without the
+    // drop-in) point at decoys that must survive.
+    let decoy = tempfile::tempdir().expect("tempdir");
+    let decoy_paths = knet_core::paths::Paths {
+        state_dir: decoy.path().join("state"),
+        run_dir: decoy.path().join("run"),
+        cni_conf_dir: decoy.path().join("cni/net.d"),
+        cni_bin_dir: decoy.path().join("cni/bin"),
+    };
+    let decoys = [
+        decoy_paths.cni_conflist(),
+        decoy_paths.cni_plugin(),
+        decoy_paths.bootstrap_marker(),
+    ];
+    for f in &decoys {
+        std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
+        std::fs::write(f, "decoy").expect("decoy");
+    }
+    let mut cmd = tokio::process::Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", n.netns))
+        .arg(env!("CARGO_BIN_EXE_knet"))
+        .args(["reset", "--from-snap-service"])
+        .env("SNAP_INSTANCE_NAME", &instance)
+        .env("SNAP_NAME", &instance)
+        .env("KNET_STATE_DIR", &decoy_paths.state_dir)
+        .env("KNET_RUN_DIR", &decoy_paths.run_dir)
+        .env("KNET_CNI_CONF_DIR", &decoy_paths.cni_conf_dir)
+        .env("KNET_CNI_BIN_DIR", &decoy_paths.cni_bin_dir)
+        .env("KNET_NODE_NAME", "decoy")
+        .env_remove("KNET_KUBECONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let out = knet_e2e::process::run_command(cmd, Duration::from_secs(120))
+        .await
+        .expect("run knet reset");
+    println!(
+        "knet reset --from-snap-service:\n{}{}",
+        out.stdout, out.stderr
+    );
+    assert!(out.success(), "{}\n{}", out.stdout, out.stderr);
+    for line in [
+        format!(
+            "using the paths `knet bootstrap` gave the snap's daemon service (state dir {})",
+            n.state_dir.display()
+        ),
+        format!("stopped the systemd service; removed {}", dropin.display()),
+        format!("stopped the daemon (pid {})", daemons[0]),
+    ] {
+        assert!(
+            out.stdout.contains(&line),
+            "{line:?} missing:\n{}",
+            out.stdout
+        );
+    }
+    // The node's things are gone, its daemon too...
+    for p in [
+        paths.cni_conflist(),
+        paths.cni_plugin(),
+        paths.bootstrap_marker(),
+        paths.store_dir(),
+        paths.pid_file(),
+    ] {
+        assert!(!p.exists(), "{} left behind", p.display());
+    }
+    assert_eq!(
+        node_daemons(&lab),
+        Vec::<u32>::new(),
+        "a knet daemon still runs"
+    );
+    let after = footprint(&lab).await;
+    assert!(after.tables.is_empty(), "nft tables left: {after:#?}");
+    assert!(after.addresses.is_empty(), "addresses left: {after:#?}");
+    // ...so is the drop-in with its directory, and the decoys (the defaults) are untouched.
+    assert!(!dropin.exists(), "the drop-in is left");
+    assert!(!dir.0.exists(), "the drop-in directory is left");
+    for f in &decoys {
+        assert_eq!(
+            std::fs::read_to_string(f).expect("decoy"),
+            "decoy",
+            "{} was reset instead of the node's paths",
+            f.display()
+        );
+    }
 }
