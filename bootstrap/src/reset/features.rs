@@ -53,8 +53,8 @@ impl CleanupOptions {
 /// [`FeatureId::ALL`]), whether the feature is enabled or not: cleanups are idempotent. A
 /// failing or hanging cleanup is reported and the others still run; the error at the end lists
 /// every failure. Refuses to run while a daemon answers on the node's socket (it would put
-/// things back). Opens (and, if missing, creates) the store: the caller removes it afterwards
-/// ([`super::remove_node_files`]).
+/// things back). Uses the node's store if it exists (the caller removes it afterwards with
+/// [`super::remove_node_files`]), else a throwaway one removed before returning.
 pub async fn cleanup_features(
     opts: &CleanupOptions,
     features: Vec<Box<dyn Feature>>,
@@ -66,12 +66,31 @@ pub async fn cleanup_features(
             socket: socket.display().to_string(),
         });
     }
-    std::fs::create_dir_all(&opts.paths.state_dir)
-        .map_err(|e| BootstrapError::io("create directory", &opts.paths.state_dir, e))?;
-    let (store, recovery) = Store::open_or_recover(&opts.paths.store_dir())?;
+    // The node's store when there is one (a feature may read there what it installed); else a
+    // throwaway one, so a node without state gets none from its reset.
+    let existing = opts.paths.store_dir();
+    let throwaway = (!existing.exists())
+        .then(|| std::env::temp_dir().join(format!("knet-reset-store-{}", std::process::id())));
+    let store_dir = throwaway.clone().unwrap_or(existing);
+    let (store, recovery) = Store::open_or_recover(&store_dir)?;
     if let Recovery::Rebuilt { moved_to, reason } = &recovery {
         tracing::warn!(moved_to = %moved_to.display(), %reason, "the store could not be opened; cleaning up with a fresh one");
     }
+    let result = run_cleanups(opts, store, features, progress).await;
+    if let Some(dir) = throwaway
+        && let Err(e) = std::fs::remove_dir_all(&dir)
+    {
+        tracing::warn!(error = %e, dir = %dir.display(), "cannot remove the throwaway store");
+    }
+    result
+}
+
+async fn run_cleanups(
+    opts: &CleanupOptions,
+    store: Store,
+    features: Vec<Box<dyn Feature>>,
+    progress: &mut dyn FnMut(ResetStep),
+) -> Result<(), BootstrapError> {
     let api = match ClusterApi::from_kubeconfig(opts.kubeconfig.as_deref()).await {
         Ok(api) => Some(api),
         Err(e) => {

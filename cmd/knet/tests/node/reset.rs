@@ -250,6 +250,14 @@ async fn reset_leaves_nothing_of_knet_on_the_node() {
         "{}",
         again.stdout
     );
+    assert!(
+        again.stdout.contains(&format!(
+            "{} was not there",
+            n.state_dir.join("store").display()
+        )),
+        "a second reset neither needs nor leaves a store: {}",
+        again.stdout
+    );
     // And bootstrap prepares the node again.
     let out = lab
         .bootstrap_knet_with(NODE, Some(support::BOOTSTRAP_CONFIG), &["--timeout", "90s"])
