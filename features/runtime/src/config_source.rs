@@ -56,23 +56,35 @@ impl ConfigSource {
     ) -> Result<(ConfigSource, watch::Receiver<Arc<ClusterConfig>>), RuntimeError> {
         let api: Api<ConfigMap> = Api::namespaced(client, CONFIGMAP_NAMESPACE);
         let cache = store.tree(CACHE_TREE)?;
-        let initial = match tokio::time::timeout(API_TIMEOUT, api.get_opt(CONFIGMAP_NAME)).await {
-            Ok(Ok(Some(cm))) => {
-                let cfg = parse(&cm).map_err(RuntimeError::InvalidStored)?;
-                cache.put(CACHE_KEY, cfg.to_yaml().as_bytes())?;
+        // A node that has a cached config starts from it at once; the watch below delivers the
+        // cluster's copy as soon as the API server answers. Only a node without a cache waits.
+        let initial = match cached(&cache) {
+            Some(cfg) => {
+                tracing::info!(
+                    "starting from this node's cached cluster config; the watch brings the cluster's"
+                );
                 cfg
             }
-            Ok(Ok(None)) => match cached(&cache) {
-                Some(cfg) => {
-                    tracing::warn!(
-                        "ConfigMap kube-system/knet-config is missing; using this node's cached copy"
-                    );
+            None => match tokio::time::timeout(API_TIMEOUT, api.get_opt(CONFIGMAP_NAME)).await {
+                Ok(Ok(Some(cm))) => {
+                    let cfg = parse(&cm).map_err(RuntimeError::InvalidStored)?;
+                    cache.put(CACHE_KEY, cfg.to_yaml().as_bytes())?;
                     cfg
                 }
-                None => return Err(RuntimeError::NotBootstrapped),
+                Ok(Ok(None)) => return Err(RuntimeError::NotBootstrapped),
+                Ok(Err(e)) => {
+                    return Err(RuntimeError::Unreachable {
+                        server,
+                        reason: e.to_string(),
+                    });
+                }
+                Err(_) => {
+                    return Err(RuntimeError::Unreachable {
+                        server,
+                        reason: format!("no answer within {API_TIMEOUT:?}"),
+                    });
+                }
             },
-            Ok(Err(e)) => from_cache_or(&cache, &server, e.to_string())?,
-            Err(_) => from_cache_or(&cache, &server, format!("no answer within {API_TIMEOUT:?}"))?,
         };
         let (tx, rx) = watch::channel(Arc::new(initial));
         let source = ConfigSource {
@@ -245,21 +257,4 @@ fn parse(cm: &ConfigMap) -> Result<ClusterConfig, ConfigError> {
 fn cached(cache: &knet_store::Tree) -> Option<ClusterConfig> {
     let bytes = cache.get(CACHE_KEY).ok()??;
     ClusterConfig::from_yaml(&String::from_utf8_lossy(&bytes)).ok()
-}
-
-fn from_cache_or(
-    cache: &knet_store::Tree,
-    server: &str,
-    reason: String,
-) -> Result<ClusterConfig, RuntimeError> {
-    match cached(cache) {
-        Some(cfg) => {
-            tracing::warn!(%server, %reason, "API server unreachable; starting from this node's cached config");
-            Ok(cfg)
-        }
-        None => Err(RuntimeError::Unreachable {
-            server: server.to_owned(),
-            reason,
-        }),
-    }
 }
