@@ -166,7 +166,7 @@ async fn run(
     let mut server = start_server(&state, &current)?;
     probe_loops(&forwarder);
     let mut service_stop = shutdown.child_token();
-    tokio::spawn(service::ensure_until_done(
+    tokio::spawn(service::keep_ensured(
         ctx.client.clone(),
         current.service_ip,
         service_stop.clone(),
@@ -224,7 +224,7 @@ async fn run(
                             server = start_server(&state, &new)?;
                             service_stop.cancel();
                             service_stop = shutdown.child_token();
-                            tokio::spawn(service::ensure_until_done(ctx.client.clone(), new.service_ip, service_stop.clone()));
+                            tokio::spawn(service::keep_ensured(ctx.client.clone(), new.service_ip, service_stop.clone()));
                             status.ready(format!("at {}", new.service_ip));
                         }
                         apply_settings(&state, &current, &new);

@@ -101,12 +101,15 @@ pub async fn ensure(client: kube::Client, ip: IpAddr) -> Result<(), kube::Error>
     }
 }
 
-/// [`ensure`], retried with backoff until it succeeds or `stop` is cancelled.
-pub async fn ensure_until_done(client: kube::Client, ip: IpAddr, stop: CancellationToken) {
+/// [`ensure`] until `stop` is cancelled: retried with backoff after a failure, and re-checked
+/// every 30 s after a success, so a Service deleted by someone else (an operator, or
+/// `knet reset` on another node) comes back while any node serves DNS.
+pub async fn keep_ensured(client: kube::Client, ip: IpAddr, stop: CancellationToken) {
+    const RECHECK: Duration = Duration::from_secs(30);
     let mut delay = Duration::from_secs(1);
     loop {
         match ensure(client.clone(), ip).await {
-            Ok(()) => return,
+            Ok(()) => delay = RECHECK,
             Err(error) => {
                 tracing::warn!(%error, "cannot ensure Service kube-system/knet-dns; retrying")
             }
