@@ -59,15 +59,32 @@ impl Bins {
     }
 }
 
-/// The knet binary: `KNET_BIN`, else `<workspace>/target/debug/knet`.
+/// The knet binary: `KNET_BIN`; else the `knet` built next to the running test binary (tests
+/// live in `<target>/debug/deps/`, binaries in `<target>/debug/`, whatever `CARGO_TARGET_DIR`
+/// is); else `<workspace>/target/debug/knet`.
 pub fn knet_bin() -> Result<PathBuf> {
-    let p = match std::env::var_os("KNET_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/knet"),
-    };
+    if let Some(p) = std::env::var_os("KNET_BIN") {
+        return existing(PathBuf::from(p));
+    }
+    let beside_tests = std::env::current_exe().ok().and_then(|exe| {
+        let dir = exe.parent()?;
+        let dir = if dir.ends_with("deps") {
+            dir.parent()?
+        } else {
+            dir
+        };
+        Some(dir.join("knet"))
+    });
+    match beside_tests {
+        Some(p) if p.is_file() => Ok(p),
+        _ => existing(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/knet")),
+    }
+}
+
+fn existing(p: PathBuf) -> Result<PathBuf> {
     if !p.is_file() {
         bail!(
-            "knet binary not found at {} (build it or set KNET_BIN)",
+            "knet binary not found at {} (build it with `cargo build -p knet`, or set KNET_BIN)",
             p.display()
         );
     }

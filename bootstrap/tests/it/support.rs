@@ -18,16 +18,13 @@ pub fn temp_paths(root: &Path) -> Paths {
     }
 }
 
-/// The real knet binary, `target/debug/knet` of this workspace (`make test` builds it before
-/// the tests run). Missing, the test fails saying how to build it.
+/// The real knet binary, built next to these tests (`make test` builds it before the tests
+/// run; see `knet_e2e::bins::knet_bin`). Missing, the test fails saying how to build it.
 pub fn knet_binary() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/knet");
-    assert!(
-        path.is_file(),
-        "the knet binary {} is missing: run `cargo build -p knet` (make test builds it) before these tests",
-        path.display()
-    );
-    path
+    match knet_e2e::bins::knet_bin() {
+        Ok(p) => p,
+        Err(e) => panic!("{e:#}: `make test` builds it before these tests"),
+    }
 }
 
 /// Writes a kubeconfig for `server` (plain HTTP, a dummy token) into `dir`.
