@@ -49,11 +49,12 @@ demo-down:
 # --- benchmarks: pod networking (docs/benchmarks.md, "Pod networking") -------
 
 # CNI ADD/DEL latency (knet vs bridge + host-local) and cross-node iperf3 throughput (native and
-# vxlan vs node-to-node), in the lab, release build. Needs root and `make deps`; prints tables.
+# vxlan vs node-to-node and a hand-built kernel baseline), in the lab, with the release knet (the
+# harness itself is a debug test). Needs root and `make deps`; prints tables.
 .PHONY: bench-network
 bench-network: deps
 	$(CARGO) build --release -p knet
-	KNET_BIN=$(CURDIR)/target/release/knet $(CARGO) test --release -p knet --test bench_network -- --ignored --nocapture --test-threads=1
+	KNET_BIN=$(CURDIR)/target/release/knet $(CARGO) test -p knet --test bench_network -- --ignored --nocapture --test-threads=1
 
 # --- benchmarks: services (docs/benchmarks.md, "Services") -------------------
 

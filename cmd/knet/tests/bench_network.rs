@@ -1,5 +1,6 @@
 //! Benchmarks of the network feature in the lab (`make bench-network`, or
-//! `cargo test -p knet --test bench_network -- --ignored --nocapture --test-threads=1`, as root).
+//! `KNET_BIN=target/release/knet cargo test -p knet --test bench_network -- --ignored --nocapture
+//! --test-threads=1`, as root).
 //! They print figures and ratios against a named peer; nothing is asserted about speed (see
 //! docs/benchmarks.md, "Pod networking").
 //!
@@ -32,8 +33,12 @@ async fn lab(test: &str, nodes: usize) -> Lab {
     let lab = Lab::start(opts)
         .await
         .expect("the lab must start (root, `make deps`)");
-    // The knet this test target was built with (release under `make bench-network`).
-    lab.set_knet_bin(env!("CARGO_BIN_EXE_knet"));
+    // KNET_BIN (the release build under `make bench-network`), else the knet built with this
+    // test target.
+    if std::env::var_os("KNET_BIN").is_none() {
+        lab.set_knet_bin(env!("CARGO_BIN_EXE_knet"));
+    }
+    println!("knet binary: {}", lab.knet_bin().expect("knet").display());
     lab
 }
 
