@@ -188,7 +188,7 @@ fn client(netns: &Ns, cgroup: Option<&str>, target: &str, secs: f64) -> (u64, u6
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
         .lines()
-        .find(|l| l.starts_with("RESULT "))
+        .find_map(|l| l.find("RESULT ").map(|at| &l[at..]))
         .unwrap_or_else(|| {
             panic!(
                 "client said: {text}{}",

@@ -33,7 +33,7 @@ fn pods() -> Vec<IpNet> {
 }
 
 #[test]
-fn cluster_ip_dispatches_through_the_map_and_balances_with_numgen() {
+fn cluster_ip_dispatches_through_the_map_and_balances_with_a_numgen_cascade() {
     let r = Ruleset::render(
         &table(
             web(json!({})),
@@ -51,11 +51,12 @@ fn cluster_ip_dispatches_through_the_map_and_balances_with_numgen() {
         "{svc}"
     );
     let rules = &r.chains[svc];
-    assert_eq!(rules.len(), 1);
+    assert_eq!(rules.len(), 2);
     assert!(
-        rules[0].starts_with("numgen random mod 2 vmap { 0 : goto ep4-"),
+        rules[0].starts_with("numgen random mod 2 == 0 goto ep4-"),
         "{rules:?}"
     );
+    assert!(rules[1].starts_with("goto ep4-"), "{rules:?}");
     let ep = r
         .chains
         .keys()
