@@ -20,7 +20,16 @@ fn main() {
     };
     for clang in &candidates {
         let status = Command::new(clang)
-            .args(["-O2", "-g", "-target", "bpf", "-Wall", "-I", &arch_include, "-c"])
+            .args([
+                "-O2",
+                "-g",
+                "-target",
+                "bpf",
+                "-Wall",
+                "-I",
+                &arch_include,
+                "-c",
+            ])
             .arg("bpf/sock_lb.c")
             .arg("-o")
             .arg(&obj)
