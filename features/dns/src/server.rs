@@ -134,6 +134,31 @@ impl ServerConfig {
     }
 }
 
+/// UDP sockets and a TCP listener on the same port. With port 0 the kernel picks the UDP port,
+/// which something else may hold for TCP: then pick again (bounded).
+fn bind_pair(
+    addr: SocketAddr,
+    sockets: usize,
+) -> Result<
+    (
+        Vec<tokio::net::UdpSocket>,
+        tokio::net::TcpListener,
+        SocketAddr,
+    ),
+    Error,
+> {
+    let tries = if addr.port() == 0 { 20 } else { 1 };
+    let mut last = None;
+    for _ in 0..tries {
+        let (udp, actual) = listen::udp(addr, sockets)?;
+        match listen::tcp(actual) {
+            Ok(tcp) => return Ok((udp, tcp, actual)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::Listen(addr, "no port could be bound".into())))
+}
+
 // === impl DnsServer ===
 
 impl DnsServer {
@@ -146,8 +171,7 @@ impl DnsServer {
         let mut server = hickory_server::Server::new(Handler { state });
         let mut bound = Vec::new();
         for addr in &cfg.addrs {
-            let (udp, actual) = listen::udp(*addr, sockets)?;
-            let tcp = listen::tcp(actual)?;
+            let (udp, tcp, actual) = bind_pair(*addr, sockets)?;
             for sock in udp {
                 server.register_socket(sock);
             }

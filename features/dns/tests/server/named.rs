@@ -34,11 +34,14 @@ fn free_port() -> u16 {
 impl Named {
     /// Serves the zone `example.test` authoritatively.
     pub async fn authoritative() -> Named {
-        Named::start(
+        let named = Named::start(
             "recursion no;",
             "zone \"example.test\" { type primary; file \"example.test.zone\"; };",
         )
-        .await
+        .await;
+        // Listening is not serving: on a loaded machine the zone may load a moment later.
+        named.wait_zone_loaded().await;
+        named
     }
 
     /// Forwards everything to `to` (used to build a forwarding loop).
@@ -96,6 +99,22 @@ options {{
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("named did not start on {}", self.addr);
+    }
+
+    async fn wait_zone_loaded(&self) {
+        let port = self.addr.port().to_string();
+        for _ in 0..100 {
+            let out = Command::new("dig")
+                .args(["@127.0.0.1", "-p", &port, "+short", "+time=1", "+tries=1"])
+                .args(["www.example.test", "A"])
+                .output()
+                .await;
+            if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("192.0.2.10")) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("named on {} never served example.test", self.addr);
     }
 
     /// Stops it (to show answers now come from the cache).
