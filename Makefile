@@ -64,3 +64,14 @@ bench-network: deps
 .PHONY: bench-services
 bench-services:
 	$(CARGO) test --release -p knet-network --test services_bench -- --ignored --nocapture --test-threads=1
+
+# --- benchmarks: DNS (docs/benchmarks.md, "DNS") ------------------------------
+
+# knet's DNS vs CoreDNS (built from its Go module, Corefile as kubeadm ships it, watching the
+# same API server) in one lab, same run: dnsperf from the node namespace against each in turn,
+# 1k Services (SERVICES=10000 for 10k). Needs root, `make deps` and Debian's dnsperf; prints a table.
+.PHONY: bench-dns
+bench-dns: deps
+	$(CARGO) build --release -p knet
+	$(CARGO) build -p knet-e2e --bin knet-lab
+	KNET_BIN=$(CURDIR)/target/release/knet e2e/bench/dns.sh

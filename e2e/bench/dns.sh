@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# Issue 7's DNS benchmark: knet's in-process DNS vs CoreDNS (built from its Go module,
+# configured as kubeadm ships it, watching the same API server), in the same run.
+#
+# Starts a one-node lab with knet (`knet-lab --id dnsbench up --nodes 1 --knet`), creates
+# N Services through the API, runs CoreDNS inside the node's network namespace on
+# 169.254.53.53:53 (lo), and runs Debian's dnsperf from inside that namespace against each
+# server in turn, interleaved (knet, CoreDNS, knet, CoreDNS ...), same query file of cluster
+# names, fixed duration. Records queries/s, lost queries, average latency, each server's CPU
+# time over the run (/proc/<pid>/stat utime+stime) -> queries/s per core, and RSS.
+#
+# The CoreDNS upstream (forward .) is a loopback-only dummy (127.0.0.1:5399 in the node
+# namespace, nothing listening); the benchmark only queries cluster names, so nothing is
+# forwarded and no traffic leaves the lab.
+#
+# Usage (root, after `make deps` and `cargo build -p knet-lab` + release knet):
+#   e2e/bench/dns.sh                 # 1k Services, 2 rounds of 15 s per server
+#   SERVICES=10000 ROUNDS=3 DURATION=20 e2e/bench/dns.sh
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+CACHE=${KNET_LAB_CACHE:-/var/cache/knet-lab}
+CV=${COREDNS_VERSION:-v1.15.0}
+SERVICES=${SERVICES:-1000}
+ROUNDS=${ROUNDS:-2}
+DURATION=${DURATION:-15}
+CLIENTS=${CLIENTS:-4}
+ID=dnsbench
+NS=knetlab-$ID-node-1
+LAB=${KNET_LAB:-$ROOT/target/debug/knet-lab}
+export KNET_BIN=${KNET_BIN:-$ROOT/target/release/knet}
+KNET_DNS=10.152.183.10
+CORE_IP=169.254.53.53
+WORK=$(mktemp -d /tmp/knet-dnsbench.XXXXXX)
+log() { printf '[bench-dns] %s\n' "$*" >&2; }
+
+# --- CoreDNS, built once per machine from its Go module -------------------------------
+COREDNS=$CACHE/coredns-$CV/coredns
+if [[ ! -x $COREDNS ]]; then
+  log "building CoreDNS $CV"
+  (cd "$HERE/coredns-wrapper" &&
+    export GOTOOLCHAIN=local GOWORK=off GOFLAGS=-buildvcs=false CGO_ENABLED=0 \
+      GOMODCACHE="$CACHE/gomod" GOCACHE="$CACHE/gocache" \
+      GOPROXY=${GOPROXY:-https://proxy.golang.org,direct} &&
+    mkdir -p "$(dirname "$COREDNS")" &&
+    go build -p 2 -trimpath -ldflags='-s -w' -o "$COREDNS" github.com/coredns/coredns)
+fi
+command -v dnsperf >/dev/null || { log "dnsperf is not installed (apt-get install dnsperf)"; exit 1; }
+
+CORE_PID=
+cleanup() {
+  set +e
+  if [[ -n $CORE_PID ]] && kill -0 "$CORE_PID" 2>/dev/null; then
+    kill "$CORE_PID"; for _ in $(seq 50); do kill -0 "$CORE_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$CORE_PID" 2>/dev/null
+  fi
+  [[ -n ${KEEP_LAB:-} ]] || timeout 120 "$LAB" --id $ID down >/dev/null 2>&1
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# --- lab --------------------------------------------------------------------------------
+log "starting lab $ID (knet: $KNET_BIN)"
+timeout 300 "$LAB" --id $ID up --nodes 1 --knet >&2
+eval "$("$LAB" --id $ID env | grep -E '^(export )?KUBECONFIG=')"
+export KUBECONFIG
+KUBECTL=$(ls -d "$CACHE"/bin-*/kubectl | head -1)
+k() { timeout 120 "$KUBECTL" "$@"; }
+inns() { nsenter --net=/run/netns/$NS "$@"; }
+
+# --- Services ---------------------------------------------------------------------------
+# The lab's service CIDR is a /24; a second ServiceCIDR makes room for 10k+ Services.
+printf 'apiVersion: networking.k8s.io/v1\nkind: ServiceCIDR\nmetadata: {name: dnsbench}\nspec: {cidrs: ["10.153.0.0/16"]}\n' |
+  k apply -f - >/dev/null
+sleep 2
+log "creating $SERVICES Services"
+t0=$(date +%s)
+batch=500
+for ((start = 0; start < SERVICES; start += batch)); do
+  f=$WORK/svc-$start.yaml
+  : >"$f"
+  for ((i = start; i < start + batch && i < SERVICES; i++)); do
+    printf -- '---\napiVersion: v1\nkind: Service\nmetadata: {name: svc-%d, namespace: default}\nspec: {ports: [{name: http, port: 80, protocol: TCP}]}\n' "$i" >>"$f"
+  done
+  k apply --server-side -f "$f" >/dev/null
+done
+log "created in $(($(date +%s) - t0)) s"
+
+# --- CoreDNS, as kubeadm ships it --------------------------------------------------------
+# CoreDNS runs in the node namespace, so it reaches the API server the way the node does:
+# the admin credentials with the node kubeconfig's server address.
+node_server=$(awk '/server:/ {print $2; exit}' "$(dirname "$KUBECONFIG")/nodes/node-1/kubeconfig")
+sed "s#server: .*#server: $node_server#" "$KUBECONFIG" >"$WORK/coredns.kubeconfig"
+inns ip addr add $CORE_IP/32 dev lo 2>/dev/null || true
+inns ip link set lo up
+cat >"$WORK/Corefile" <<EOF
+.:53 {
+    bind $CORE_IP
+    errors
+    health {
+       lameduck 5s
+    }
+    ready 127.0.0.1:8181
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+       kubeconfig $WORK/coredns.kubeconfig
+       pods insecure
+       fallthrough in-addr.arpa ip6.arpa
+       ttl 30
+    }
+    forward . 127.0.0.1:5399 {
+       max_concurrent 1000
+    }
+    cache 30
+    loop
+    reload
+    loadbalance
+}
+EOF
+log "starting CoreDNS $CV in $NS on $CORE_IP:53"
+nsenter --net=/run/netns/$NS "$COREDNS" -conf "$WORK/Corefile" >"$WORK/coredns.log" 2>&1 &
+CORE_PID=$!
+
+# --- wait until both answer the last Service ---------------------------------------------
+last=svc-$((SERVICES - 1)).default.svc.cluster.local
+ready() { inns timeout 3 dig +short +time=1 +tries=1 @"$1" "$last" A 2>/dev/null | grep -qE '^[0-9]+\.'; }
+for srv in $KNET_DNS $CORE_IP; do
+  ok=
+  for _ in $(seq 120); do
+    if ready $srv; then ok=1; break; fi
+    kill -0 "$CORE_PID" 2>/dev/null || { cat "$WORK/coredns.log" >&2; log "CoreDNS exited"; exit 1; }
+    sleep 1
+  done
+  [[ -n $ok ]] || { log "$srv never answered $last"; tail -20 "$WORK/coredns.log" >&2; exit 1; }
+done
+
+# --- pids and CPU accounting -------------------------------------------------------------
+KNET_PID=$(pgrep -f -- "knet daemon --state-dir ${KNET_LAB_RUN_ROOT:-/dev/shm/knetlab}/$ID/nodes/node-1/" | head -1)
+[[ -n $KNET_PID ]] || { log "cannot find the knet daemon in $NS"; exit 1; }
+TCK=$(getconf CLK_TCK)
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }     # utime + stime, clock ticks
+rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }  # kB
+
+# Query file: every Service once, shuffled, A records (cluster names only).
+for ((i = 0; i < SERVICES; i++)); do echo "svc-$i.default.svc.cluster.local A"; done | shuf >"$WORK/queries"
+
+run() { # name ip pid
+  local name=$1 ip=$2 pid=$3 c0 c1 out qps lost lat cpus
+  c0=$(cpu "$pid")
+  out=$(inns timeout $((DURATION + 30)) dnsperf -s "$ip" -d "$WORK/queries" -l "$DURATION" -c "$CLIENTS" -T "$CLIENTS" -t 2 -q 200 2>&1)
+  c1=$(cpu "$pid")
+  qps=$(awk '/Queries per second/ {print $4}' <<<"$out")
+  lost=$(awk '/Queries lost/ {print $3}' <<<"$out")
+  lat=$(awk '/Average Latency/ {print $4 * 1000}' <<<"$out")
+  cpus=$(awk -v a="$c0" -v b="$c1" -v t="$TCK" -v d="$DURATION" 'BEGIN {printf "%.2f", (b - a) / t / d}')
+  printf '%-8s %10s %6s %10.3f %6s %12s %8s\n' "$name" "$qps" "$lost" "$lat" "$cpus" \
+    "$(awk -v q="$qps" -v c="$cpus" 'BEGIN {if (c > 0) printf "%.0f", q / c; else print "-"}')" \
+    "$(($(rss "$pid") / 1024))" | tee -a "$WORK/results"
+}
+
+echo
+echo "DNS: knet (pid $KNET_PID, $KNET_DNS) vs CoreDNS $CV (pid $CORE_PID, $CORE_IP); $SERVICES Services;"
+echo "dnsperf $(dpkg-query -W -f="\${Version}" dnsperf 2>/dev/null) -c $CLIENTS -T $CLIENTS -q 200, ${DURATION} s per run, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-8s %10s %6s %10s %6s %12s %8s\n' server qps lost avg_ms cores qps/core rss_MB
+for ((r = 1; r <= ROUNDS; r++)); do
+  run knet $KNET_DNS "$KNET_PID"
+  run coredns $CORE_IP "$CORE_PID"
+done
+echo
+awk '{q[$1] += $2; l[$1] += $3; c[$1] += $5; n[$1]++}
+     END {for (s in q) printf "%-8s mean qps %.0f, lost %d, qps/core %.0f\n", s, q[s]/n[s], l[s], q[s]/c[s]
+          if (c["coredns"] > 0 && c["knet"] > 0) printf "knet/CoreDNS qps per core: %.2fx\n", (q["knet"]/c["knet"]) / (q["coredns"]/c["coredns"])}' "$WORK/results"
