@@ -21,7 +21,7 @@ const AGNHOST: &str = "registry.k8s.io/e2e-test-images/agnhost:2.53";
 
 fn pod(name: &str, node: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: net}}\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    image: {AGNHOST}\n    args: [netexec, --http-port=8080, --udp-port=8081]\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: net}}\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    image: {AGNHOST}\n    args: [netexec, --http-port=8080, --udp-port=8081]\n    readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}\n"
     )
 }
 
