@@ -59,6 +59,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 
 # --- lab --------------------------------------------------------------------------------
 log "starting lab $ID (knet: $KNET_BIN)"
