@@ -267,6 +267,10 @@ async fn bench_programming_against_kube_proxy() {
             knet_apply,
             listed
         ));
+        // Print as we go: the 30k step takes minutes on a busy machine.
+        if let Some(r) = rows.last() {
+            println!("{r}");
+        }
     }
     println!(
         "| Services | kube-proxy nftables: programmed | knet: compute + apply | one-endpoint change |"
