@@ -13,7 +13,7 @@ mod sysctl;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-pub use links::{delete_link, host_veths, link_by_name, link_name as links_name};
+pub use links::{all_routes, delete_link, host_veths, link_by_name, link_name as links_name};
 pub use netns::{Netlink, in_netns};
 pub use nft::{MASQ_TABLE, apply_masquerade, delete_masquerade, masquerade_ruleset};
 pub use pod::{

@@ -48,6 +48,29 @@ pub async fn host_veths(h: &rtnetlink::Handle) -> Result<Vec<String>, KernelErro
         .collect())
 }
 
+/// Every IPv4 and IPv6 route of the main and local tables.
+pub async fn all_routes(
+    h: &rtnetlink::Handle,
+) -> Result<Vec<netlink_packet_route::route::RouteMessage>, KernelError> {
+    let mut out = Vec::new();
+    for v4 in [true, false] {
+        let msg = if v4 {
+            rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()
+        } else {
+            rtnetlink::RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()
+        };
+        let routes: Vec<_> = h
+            .route()
+            .get(msg)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(KernelError::netlink("listing routes"))?;
+        out.extend(routes);
+    }
+    Ok(out)
+}
+
 /// A link's name.
 pub fn link_name(link: &LinkMessage) -> Option<String> {
     link.attributes.iter().find_map(|a| match a {

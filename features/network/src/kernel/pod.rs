@@ -12,6 +12,7 @@ use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, Neig
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol, RouteScope};
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
+use super::links::all_routes;
 use super::links::{link_is_up, link_mac, link_mtu};
 use super::sysctl::host_veth_sysctls;
 use super::{
@@ -317,28 +318,6 @@ async fn addresses_on(h: &rtnetlink::Handle, index: u32) -> Result<Vec<IpAddr>, 
             _ => None,
         })
         .collect())
-}
-
-async fn all_routes(
-    h: &rtnetlink::Handle,
-) -> Result<Vec<netlink_packet_route::route::RouteMessage>, KernelError> {
-    let mut out = Vec::new();
-    for v4 in [true, false] {
-        let msg = if v4 {
-            RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()
-        } else {
-            RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()
-        };
-        let routes: Vec<_> = h
-            .route()
-            .get(msg)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(KernelError::netlink("listing routes"))?;
-        out.extend(routes);
-    }
-    Ok(out)
 }
 
 fn route_oif(r: &netlink_packet_route::route::RouteMessage) -> Option<u32> {

@@ -13,7 +13,7 @@ use netlink_packet_route::route::{RouteAttribute, RouteMessage, RouteProtocol};
 use rtnetlink::{LinkUnspec, LinkVxlan, RouteMessageBuilder};
 
 use super::{PEER_PROTO, Path, PeerRoute, VNI, vtep_mac};
-use crate::kernel::{KernelError, Netlink, delete_link, link_by_name};
+use crate::kernel::{KernelError, Netlink, all_routes, delete_link, link_by_name};
 
 /// Name of knet's VXLAN device.
 pub const VXLAN_DEV: &str = "knet.vxlan";
@@ -286,27 +286,11 @@ fn vxlan_local(link: &netlink_packet_route::link::LinkMessage) -> Option<Ipv4Add
 }
 
 async fn peer_routes(h: &rtnetlink::Handle) -> Result<Vec<RouteMessage>, KernelError> {
-    let mut out = Vec::new();
-    for v4 in [true, false] {
-        let msg = if v4 {
-            RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()
-        } else {
-            RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()
-        };
-        let routes: Vec<RouteMessage> = h
-            .route()
-            .get(msg)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(KernelError::netlink("listing routes"))?;
-        out.extend(
-            routes
-                .into_iter()
-                .filter(|r| r.header.protocol == RouteProtocol::Other(PEER_PROTO)),
-        );
-    }
-    Ok(out)
+    Ok(all_routes(h)
+        .await?
+        .into_iter()
+        .filter(|r| r.header.protocol == RouteProtocol::Other(PEER_PROTO))
+        .collect())
 }
 
 fn route_dst(r: &RouteMessage) -> Option<IpNet> {
