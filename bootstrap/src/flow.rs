@@ -5,13 +5,15 @@
 use std::path::PathBuf;
 
 use knet_core::config::ClusterConfig;
+use knet_core::paths::SocketLbCgroup;
 use knet_store::Store;
 
 use crate::cluster_config::{ClusterApi, ConfigDecision, decide, ensure_cluster_config};
 use crate::daemon::{self, DaemonState, detached_daemon_pid, is_knet_daemon};
 use crate::preflight::{self, Report};
 use crate::{
-    BootstrapError, BootstrapOptions, DaemonStart, Outcome, Step, fsutil, install, sysctl, wait,
+    BootstrapError, BootstrapOptions, DaemonStart, Outcome, SocketLbChoice, Step, fsutil, install,
+    sysctl, wait,
 };
 
 /// Store tree where bootstrap caches the cluster config for the daemon's first start.
@@ -106,11 +108,14 @@ async fn run(
         path: opts.paths.store_dir(),
     });
 
-    // 6. The daemon.
+    // 6. Where socket load balancing attaches, for the daemon to read.
+    progress(write_socket_lb(&opts)?);
+
+    // 7. The daemon.
     let state = daemon::start_daemon(opts.start_daemon, &opts)?;
     progress(Step::Daemon(state.clone()));
 
-    // 7. Readiness.
+    // 8. Readiness.
     if opts.ready_timeout.is_zero() {
         progress(Step::ReadinessSkipped);
     } else {
@@ -137,7 +142,7 @@ async fn run(
         .await?;
     }
 
-    // 8. The marker, last.
+    // 9. The marker, last.
     let marker = opts.paths.bootstrap_marker();
     fsutil::write_atomic(&marker, marker_text(&opts, &origin).as_bytes(), 0o644)?;
     progress(Step::Marker { path: marker });
@@ -186,4 +191,31 @@ fn marker_text(opts: &BootstrapOptions, origin: &crate::ConfigOrigin) -> String 
             .unwrap_or_default(),
         env!("CARGO_PKG_VERSION"),
     )
+}
+
+/// Resolves `opts.socket_lb` and records it in the state dir.
+fn write_socket_lb(opts: &BootstrapOptions) -> Result<Step, BootstrapError> {
+    let (setting, note) = match &opts.socket_lb {
+        SocketLbChoice::Off => (SocketLbCgroup::Off, None),
+        SocketLbChoice::Cgroup(p) => (SocketLbCgroup::Cgroup(p.clone()), None),
+        SocketLbChoice::Auto => {
+            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            match preflight::cgroup2_mount(&mountinfo) {
+                Some(root) => (SocketLbCgroup::Cgroup(root), None),
+                None => (
+                    SocketLbCgroup::Off,
+                    Some("no cgroup v2 file system is mounted".to_owned()),
+                ),
+            }
+        }
+    };
+    let file = opts.paths.socket_lb_cgroup_file();
+    fsutil::write_atomic(&file, setting.to_file_text().as_bytes(), 0o644)?;
+    Ok(Step::SocketLb {
+        cgroup: match setting {
+            SocketLbCgroup::Cgroup(p) => Some(p),
+            SocketLbCgroup::Off => None,
+        },
+        note,
+    })
 }

@@ -47,7 +47,7 @@ pub use daemon::{
 pub use error::BootstrapError;
 pub use flow::{STORE_CONFIG_KEY, STORE_CONFIG_TREE, bootstrap, bootstrap_with};
 pub use install::{Changed, install_plugin, write_conflist};
-pub use options::{BootstrapOptions, DaemonStart, Outcome, Step};
+pub use options::{BootstrapOptions, DaemonStart, Outcome, SocketLbChoice, Step};
 pub use preflight::{Check, CheckId, Report, Severity, preflight};
 pub use reset::{
     CleanupOptions, ResetStep, cleanup_features, remove_node_files, reset, stop_daemon,

@@ -30,6 +30,20 @@ pub struct BootstrapOptions {
     pub ready_timeout: Duration,
     /// How to start the daemon.
     pub start_daemon: DaemonStart,
+    /// Where the eBPF socket load balancer attaches (written to the state dir for the daemon).
+    pub socket_lb: SocketLbChoice,
+}
+
+/// Where the eBPF socket load balancer attaches on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketLbChoice {
+    /// The root of the cgroup v2 hierarchy, so every pod and host process is balanced at the
+    /// socket (what `knet bootstrap` does by default); off when there is no cgroup v2 mount.
+    Auto,
+    /// Off: nftables serves every Service alone.
+    Off,
+    /// This cgroup v2 directory only.
+    Cgroup(PathBuf),
 }
 
 /// How bootstrap starts the node daemon.
@@ -95,6 +109,13 @@ pub enum Step {
         /// Its directory.
         path: PathBuf,
     },
+    /// Where socket load balancing attaches (`None`: off), and why when auto found nothing.
+    SocketLb {
+        /// The cgroup, if any.
+        cgroup: Option<PathBuf>,
+        /// Why it is off although auto was asked for.
+        note: Option<String>,
+    },
     /// The daemon's state after the start step.
     Daemon(DaemonState),
     /// Still waiting for these features (name, summary), reported when the set changes.
@@ -117,7 +138,8 @@ pub enum Step {
 
 impl BootstrapOptions {
     /// Options with defaults: the running binary, a 5-minute readiness wait, automatic daemon
-    /// start, the default kubeconfig and no `--file`.
+    /// start, the default kubeconfig, no `--file`, and socket load balancing off (library
+    /// callers choose a cgroup explicitly; the CLI defaults to [`SocketLbChoice::Auto`]).
     pub fn new(paths: Paths, node_name: impl Into<String>) -> BootstrapOptions {
         BootstrapOptions {
             paths,
@@ -127,6 +149,7 @@ impl BootstrapOptions {
             knet_binary: std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into()),
             ready_timeout: Duration::from_secs(300),
             start_daemon: DaemonStart::Auto,
+            socket_lb: SocketLbChoice::Off,
         }
     }
 }
@@ -181,6 +204,20 @@ impl fmt::Display for Step {
                 }
             },
             Step::Store { path } => write!(f, "store initialised at {}", path.display()),
+            Step::SocketLb {
+                cgroup: Some(cg), ..
+            } => write!(
+                f,
+                "socket load balancing: cgroup {} (ClusterIP connections of every process below it go straight to a backend)",
+                cg.display()
+            ),
+            Step::SocketLb { cgroup: None, note } => {
+                f.write_str("socket load balancing: off (nftables serves every Service)")?;
+                match note {
+                    Some(n) => write!(f, "; {n}"),
+                    None => Ok(()),
+                }
+            }
             Step::Daemon(state) => write!(f, "{state}"),
             Step::Waiting { pending } => {
                 let list: Vec<String> = pending

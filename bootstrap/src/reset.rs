@@ -134,6 +134,7 @@ pub fn remove_node_files(
         paths.cni_conflist(),
         paths.cni_plugin(),
         paths.bootstrap_marker(),
+        paths.socket_lb_cgroup_file(),
     ] {
         let step = if fsutil::remove_if_exists(&path)? {
             ResetStep::Removed { path }

@@ -82,7 +82,7 @@ async fn bootstrap_adopt_rerun_restart_not_ready_and_reset_against_the_lab() {
     let sysctls = kinds.iter().filter(|k| *k == "Sysctl").count();
     let mut want = vec!["Preflight", "ClusterConfig", "CniConfig", "CniPlugin"];
     want.extend(std::iter::repeat_n("Sysctl", sysctls));
-    want.extend(["Store", "Daemon", "Ready", "Marker"]);
+    want.extend(["Store", "SocketLb", "Daemon", "Ready", "Marker"]);
     assert_eq!(kinds, want, "{steps:#?}");
     assert!(
         sysctls >= 2,
@@ -95,6 +95,11 @@ async fn bootstrap_adopt_rerun_restart_not_ready_and_reset_against_the_lab() {
         std::fs::metadata(paths.cni_plugin()).expect("plugin").len(),
         std::fs::metadata(&o.knet_binary).expect("binary").len(),
         "the plugin is the knet binary"
+    );
+    assert_eq!(
+        std::fs::read_to_string(paths.socket_lb_cgroup_file()).expect("socket LB setting"),
+        format!("{}\n", n1.cgroup.display()),
+        "bootstrap records the socket LB cgroup it was given"
     );
     let marker = std::fs::read_to_string(paths.bootstrap_marker()).expect("marker");
     assert!(marker.contains("node: node-1"), "{marker}");
@@ -159,6 +164,7 @@ async fn bootstrap_adopt_rerun_restart_not_ready_and_reset_against_the_lab() {
         paths.cni_conflist(),
         paths.cni_plugin(),
         paths.bootstrap_marker(),
+        paths.socket_lb_cgroup_file(),
         paths.store_dir(),
         paths.pid_file(),
         paths.socket(),

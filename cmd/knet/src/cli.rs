@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use knet_core::paths::{self, Paths, env};
+use knet_bootstrap::SocketLbChoice;
+use knet_core::paths::{self, Paths, SocketLbCgroup, env};
 
 /// knet gives a Kubernetes node all of its networking: pod networking, Service load-balancing
 /// without kube-proxy, network policy, DNS, load-balancer IPs, ingress and Gateway API.
@@ -109,6 +110,11 @@ pub struct BootstrapArgs {
     /// Don't start the daemon (for images and tests that run `knet daemon` themselves).
     #[arg(long)]
     pub no_start: bool,
+    /// Where the eBPF socket load balancer attaches: `auto` (the cgroup v2 root, so every pod
+    /// and host process), `off` (nftables alone), or one cgroup v2 directory.
+    #[arg(long, value_name = "auto|off|PATH", default_value = "auto", env = env::SOCKET_LB_CGROUP,
+          value_parser = parse_socket_lb)]
+    pub socket_lb_cgroup: SocketLbChoice,
 }
 
 #[derive(Debug, Args)]
@@ -197,6 +203,17 @@ impl NodeArgs {
     }
 }
 
+/// Parses `auto`, `off` or an absolute cgroup v2 path.
+pub fn parse_socket_lb(s: &str) -> Result<SocketLbChoice, String> {
+    if s.trim() == "auto" {
+        return Ok(SocketLbChoice::Auto);
+    }
+    match SocketLbCgroup::parse(s)? {
+        SocketLbCgroup::Off => Ok(SocketLbChoice::Off),
+        SocketLbCgroup::Cgroup(p) => Ok(SocketLbChoice::Cgroup(p)),
+    }
+}
+
 /// Parses `90s`, `2m`, `1h`, `500ms` or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -233,5 +250,16 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn socket_lb_choices_parse() {
+        assert_eq!(parse_socket_lb("auto"), Ok(SocketLbChoice::Auto));
+        assert_eq!(parse_socket_lb("off"), Ok(SocketLbChoice::Off));
+        assert_eq!(
+            parse_socket_lb("/sys/fs/cgroup/kubepods"),
+            Ok(SocketLbChoice::Cgroup("/sys/fs/cgroup/kubepods".into()))
+        );
+        assert!(parse_socket_lb("kubepods").is_err());
     }
 }

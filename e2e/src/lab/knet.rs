@@ -29,7 +29,9 @@ impl Lab {
     }
 
     /// [`Lab::bootstrap_knet`] with extra flags, e.g. `--no-start` (then
-    /// start the daemon with [`Lab::start_knet_daemon`]).
+    /// start the daemon with [`Lab::start_knet_daemon`]). Unless `extra` has its own
+    /// `--socket-lb-cgroup` (`off`, say), socket load balancing attaches to the node's
+    /// lab-made cgroup.
     pub async fn bootstrap_knet_with(
         &self,
         node: &str,
@@ -38,6 +40,12 @@ impl Lab {
     ) -> Result<ExecOutput> {
         let n = self.node(node)?;
         let mut args = node_flags(&n);
+        // Socket load balancing attaches to the node's own lab-made cgroup (its pods), never
+        // to the host's cgroup root that `auto` would pick.
+        if !extra.iter().any(|a| a.starts_with("--socket-lb-cgroup")) {
+            args.push("--socket-lb-cgroup".into());
+            args.push(n.cgroup.clone().into());
+        }
         args.extend(extra.iter().map(OsString::from));
         if let Some(cfg) = config {
             let file = n.dir.join("knet-bootstrap.yaml");

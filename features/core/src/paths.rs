@@ -23,6 +23,9 @@ pub mod env {
     pub const LOG: &str = "KNET_LOG";
     /// Log format: `plain` (default) or `json`.
     pub const LOG_FORMAT: &str = "KNET_LOG_FORMAT";
+    /// The cgroup v2 directory the eBPF socket load balancer attaches to, or `off`; overrides
+    /// what bootstrap wrote in the state dir (see [`super::SocketLbCgroup`]).
+    pub const SOCKET_LB_CGROUP: &str = "KNET_SOCKET_LB_CGROUP";
 }
 
 /// Default state dir.
@@ -85,6 +88,11 @@ impl Paths {
         self.cni_bin_dir.join(CNI_PLUGIN_NAME)
     }
 
+    /// The file in which bootstrap records where the socket load balancer attaches.
+    pub fn socket_lb_cgroup_file(&self) -> PathBuf {
+        self.state_dir.join(SOCKET_LB_CGROUP_FILE)
+    }
+
     /// Whether `p` is this node's state dir (for messages).
     pub fn is_state_dir(&self, p: &Path) -> bool {
         p == self.state_dir
@@ -102,9 +110,124 @@ impl Default for Paths {
     }
 }
 
+/// File name, in the state dir, of the socket load balancer's cgroup setting.
+pub const SOCKET_LB_CGROUP_FILE: &str = "socket-lb-cgroup";
+
+/// Where the eBPF socket load balancer attaches on this node: written by `knet bootstrap`
+/// (`--socket-lb-cgroup`), read by the daemon (`$KNET_SOCKET_LB_CGROUP` overrides the file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketLbCgroup {
+    /// Socket load balancing is off; nftables serves every Service alone.
+    Off,
+    /// Attach to this cgroup v2 directory (and so to every process below it).
+    Cgroup(PathBuf),
+}
+
+// === impl SocketLbCgroup ===
+
+impl SocketLbCgroup {
+    /// The word that turns it off.
+    pub const OFF: &'static str = "off";
+
+    /// Parses a setting: `off` (or empty) or an absolute path.
+    pub fn parse(text: &str) -> Result<SocketLbCgroup, String> {
+        let t = text.trim();
+        if t.is_empty() || t == Self::OFF {
+            return Ok(SocketLbCgroup::Off);
+        }
+        let path = Path::new(t);
+        if !path.is_absolute() {
+            return Err(format!(
+                "socket LB cgroup {t:?} is not an absolute path; give a cgroup v2 directory such as /sys/fs/cgroup, or `off`"
+            ));
+        }
+        Ok(SocketLbCgroup::Cgroup(path.to_path_buf()))
+    }
+
+    /// The setting in force for a node: the environment variable if set, else the state dir's
+    /// file; neither means off (the daemon never attaches to a cgroup it was not told about).
+    pub fn configured(paths: &Paths) -> Result<SocketLbCgroup, String> {
+        SocketLbCgroup::from_sources(std::env::var_os(env::SOCKET_LB_CGROUP), paths)
+    }
+
+    /// [`SocketLbCgroup::configured`] with the variable's value given.
+    pub fn from_sources(
+        var: Option<std::ffi::OsString>,
+        paths: &Paths,
+    ) -> Result<SocketLbCgroup, String> {
+        if let Some(v) = var.filter(|v| !v.is_empty()) {
+            return SocketLbCgroup::parse(&v.to_string_lossy());
+        }
+        match std::fs::read_to_string(paths.socket_lb_cgroup_file()) {
+            Ok(text) => SocketLbCgroup::parse(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SocketLbCgroup::Off),
+            Err(e) => Err(format!(
+                "cannot read {}: {e}",
+                paths.socket_lb_cgroup_file().display()
+            )),
+        }
+    }
+
+    /// The file form (one line).
+    pub fn to_file_text(&self) -> String {
+        match self {
+            SocketLbCgroup::Off => format!("{}\n", Self::OFF),
+            SocketLbCgroup::Cgroup(p) => format!("{}\n", p.display()),
+        }
+    }
+}
+
 /// File name of knet's conflist; sorts first so runtimes pick it.
 pub const CNI_CONFLIST_NAME: &str = "05-knet.conflist";
 /// The CNI network name in the conflist.
 pub const CNI_NETWORK_NAME: &str = "knet";
 /// The CNI plugin type (binary name in the CNI bin dir).
 pub const CNI_PLUGIN_NAME: &str = "knet";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_lb_cgroup_parses_off_paths_and_rejects_relative_ones() {
+        assert_eq!(SocketLbCgroup::parse("off\n"), Ok(SocketLbCgroup::Off));
+        assert_eq!(SocketLbCgroup::parse("  "), Ok(SocketLbCgroup::Off));
+        assert_eq!(
+            SocketLbCgroup::parse("/sys/fs/cgroup\n"),
+            Ok(SocketLbCgroup::Cgroup("/sys/fs/cgroup".into()))
+        );
+        let err = SocketLbCgroup::parse("sys/fs/cgroup").expect_err("relative");
+        assert!(err.contains("absolute path"), "{err}");
+        for s in [
+            SocketLbCgroup::Off,
+            SocketLbCgroup::Cgroup("/sys/fs/cgroup/unified/x".into()),
+        ] {
+            assert_eq!(SocketLbCgroup::parse(&s.to_file_text()), Ok(s));
+        }
+    }
+
+    #[test]
+    fn socket_lb_cgroup_comes_from_the_variable_then_the_file_else_off() {
+        let dir = std::env::temp_dir().join(format!("knet-paths-test-{}", std::process::id()));
+        let paths = Paths {
+            state_dir: dir.clone(),
+            ..Paths::default()
+        };
+        assert_eq!(
+            SocketLbCgroup::from_sources(None, &paths),
+            Ok(SocketLbCgroup::Off)
+        );
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(paths.socket_lb_cgroup_file(), "/sys/fs/cgroup\n").expect("write");
+        assert_eq!(
+            SocketLbCgroup::from_sources(None, &paths),
+            Ok(SocketLbCgroup::Cgroup("/sys/fs/cgroup".into()))
+        );
+        // The variable wins over the file.
+        assert_eq!(
+            SocketLbCgroup::from_sources(Some("off".into()), &paths),
+            Ok(SocketLbCgroup::Off)
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}

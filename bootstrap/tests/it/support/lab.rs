@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use knet_bootstrap::{BootstrapOptions, ClusterApi, DaemonStart};
+use knet_bootstrap::{BootstrapOptions, ClusterApi, DaemonStart, SocketLbChoice};
 use knet_core::paths::Paths;
 use knet_e2e::{CniMode, Lab, LabNode, LabOptions};
 
@@ -37,9 +37,11 @@ pub fn paths(n: &LabNode) -> Paths {
 }
 
 /// Bootstrap options for lab node `n`: its paths, name and kubeconfig, the real knet binary,
-/// a detached daemon and a 90 s readiness wait.
+/// a detached daemon, a 90 s readiness wait and socket load balancing on the node's lab-made
+/// cgroup.
 pub fn options(n: &LabNode) -> BootstrapOptions {
     let mut o = BootstrapOptions::new(paths(n), n.name.clone());
+    o.socket_lb = SocketLbChoice::Cgroup(n.cgroup.clone());
     o.kubeconfig = Some(n.kubeconfig.clone());
     o.knet_binary = super::knet_binary();
     o.start_daemon = DaemonStart::Detached;

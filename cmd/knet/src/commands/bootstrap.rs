@@ -29,6 +29,7 @@ pub async fn run(node: &NodeArgs, args: BootstrapArgs) -> anyhow::Result<ExitCod
     opts.config_file = config_file;
     opts.knet_binary = std::env::current_exe().context("cannot locate the knet binary")?;
     opts.ready_timeout = args.timeout;
+    opts.socket_lb = args.socket_lb_cgroup;
     opts.start_daemon = if args.no_start {
         DaemonStart::None
     } else {

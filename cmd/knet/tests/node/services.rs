@@ -5,6 +5,7 @@
 //! keeping rules and an established connection; disable leaving nothing behind.
 
 mod bench;
+mod dual_stack;
 mod kit;
 
 use std::time::{Duration, Instant};
@@ -51,18 +52,19 @@ async fn wait_hostname(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_work_for_every_origin_and_follow_endpoints() {
     let lab = support::lab_with_nodes("svc", 2).await;
-    // node-1 balances its pods' ClusterIP connections at the socket (eBPF, attached to the
-    // lab-made cgroup of node-1's pods); node-2 uses nftables alone.
+    // node-1 balances its pods' ClusterIP connections at the socket (eBPF, attached by
+    // bootstrap to the lab-made cgroup of node-1's pods); node-2 uses nftables alone.
     let n1 = lab.node("node-1").expect("node-1");
-    std::fs::create_dir_all(&n1.state_dir).expect("state dir");
-    std::fs::write(
-        n1.state_dir.join("socket-lb-cgroup"),
-        n1.cgroup.display().to_string(),
-    )
-    .expect("socket LB cgroup");
-    for node in ["node-1", "node-2"] {
+    for (node, socket_lb) in [("node-1", None), ("node-2", Some("off"))] {
+        let mut flags = vec!["--timeout", "60s"];
+        flags.extend(
+            socket_lb
+                .map(|v| ["--socket-lb-cgroup", v])
+                .into_iter()
+                .flatten(),
+        );
         let out = lab
-            .bootstrap_knet_with(node, Some(CONFIG), &["--timeout", "60s"])
+            .bootstrap_knet_with(node, Some(CONFIG), &flags)
             .await
             .expect("bootstrap");
         assert!(

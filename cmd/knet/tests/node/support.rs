@@ -37,6 +37,11 @@ pub async fn knet_on(lab: &Lab, node: &str, args: &[&str]) -> ExecOutput {
     let bin = env!("CARGO_BIN_EXE_knet");
     let mut argv: Vec<String> = vec![bin.into()];
     argv.extend(args.iter().map(|s| s.to_string()));
+    if args.first() == Some(&"bootstrap") && !args.iter().any(|a| a.starts_with("--socket-lb")) {
+        // Never the host's cgroup root (what `auto` picks): the node's lab-made cgroup.
+        argv.push("--socket-lb-cgroup".into());
+        argv.push(n.cgroup.display().to_string());
+    }
     for (flag, value) in [
         ("--node-name", n.name.clone()),
         ("--kubeconfig", n.kubeconfig.display().to_string()),

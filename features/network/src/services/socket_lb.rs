@@ -19,10 +19,10 @@ use aya::{Ebpf, EbpfLoader};
 use super::ServicesError;
 use super::model::{Proto, ServiceTable, Target};
 
-/// Environment variable naming the cgroup v2 directory to attach to.
-pub const CGROUP_ENV: &str = "KNET_SOCKET_LB_CGROUP";
-/// File in the state dir naming it (when the variable is unset).
-pub const CGROUP_FILE: &str = "socket-lb-cgroup";
+/// Environment variable naming the cgroup v2 directory to attach to (or `off`).
+pub const CGROUP_ENV: &str = knet_core::paths::env::SOCKET_LB_CGROUP;
+/// File in the state dir naming it (when the variable is unset); `knet bootstrap` writes it.
+pub const CGROUP_FILE: &str = knet_core::paths::SOCKET_LB_CGROUP_FILE;
 
 /// The compiled object (empty when clang was missing at build time).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock_lb.o"));
@@ -62,14 +62,17 @@ impl std::fmt::Debug for SocketLb {
 }
 
 /// The cgroup to attach to: `$KNET_SOCKET_LB_CGROUP`, else the path in
-/// `<state-dir>/socket-lb-cgroup`; none means socket load balancing is off.
-pub fn configured_cgroup(state_dir: &Path) -> Option<PathBuf> {
-    if let Some(v) = std::env::var_os(CGROUP_ENV).filter(|v| !v.is_empty()) {
-        return Some(PathBuf::from(v));
+/// `<state-dir>/socket-lb-cgroup`; none (or `off`) means socket load balancing is off. An
+/// unreadable or invalid setting is logged and treated as off.
+pub fn configured_cgroup(paths: &knet_core::paths::Paths) -> Option<PathBuf> {
+    match knet_core::paths::SocketLbCgroup::configured(paths) {
+        Ok(knet_core::paths::SocketLbCgroup::Cgroup(p)) => Some(p),
+        Ok(knet_core::paths::SocketLbCgroup::Off) => None,
+        Err(error) => {
+            tracing::warn!(%error, "socket load balancing off");
+            None
+        }
     }
-    let text = std::fs::read_to_string(state_dir.join(CGROUP_FILE)).ok()?;
-    let t = text.trim();
-    (!t.is_empty()).then(|| PathBuf::from(t))
 }
 
 /// The map entries for `table`: ClusterIP ports with endpoints and without affinity.

@@ -71,7 +71,7 @@ pub async fn run(
     let sctp = sctp_supported();
     let mut health = HealthServers::new(netns.as_deref());
     let mut applied = Applied::default();
-    let mut lb = match configured_cgroup(&ctx.paths.state_dir) {
+    let mut lb = match configured_cgroup(&ctx.paths) {
         None => Lb::Off,
         Some(cgroup) => match SocketLb::attach(&cgroup) {
             Ok(lb) => {

@@ -121,9 +121,12 @@ where
 pub struct Outside {
     pub netns: String,
     pub v4: String,
+    /// Its IPv6 address (set up by [`Outside::start_dual`] only).
+    pub v6: String,
 }
 
 impl Outside {
+    /// IPv4 only: the LB and external IPv4 addresses are routed via `via`.
     pub async fn start(lab: &Lab, via: &str) -> Outside {
         let netns = format!("knetlab-{}-svcout", lab.id());
         let v4 = Segment::A.v4(201).to_string();
@@ -150,7 +153,36 @@ impl Outside {
                 .await
                 .expect("outside setup");
         }
-        Outside { netns, v4 }
+        Outside {
+            netns,
+            v4,
+            v6: String::new(),
+        }
+    }
+
+    /// Both families: as [`Outside::start`], plus an IPv6 address on the segment and routes to
+    /// the IPv6 LB and external IPs (`2001:db8:40::/64`) via `via6`.
+    pub async fn start_dual(lab: &Lab, via4: &str, via6: &str) -> Outside {
+        let mut o = Outside::start(lab, via4).await;
+        let v6 = Segment::A.v6(201).to_string();
+        for args in [
+            vec![
+                "-6",
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+            vec!["-6", "route", "add", "2001:db8:40::/64", "via", via6],
+        ] {
+            knet_e2e::netns::ip(&o.netns, &args)
+                .await
+                .expect("outside IPv6 setup");
+        }
+        o.v6 = v6;
+        o
     }
 }
 
