@@ -6,6 +6,7 @@
 
 mod bench;
 mod dual_stack;
+mod endpoints;
 mod kit;
 
 use std::time::{Duration, Instant};
