@@ -48,18 +48,12 @@ async fn client_ip_seen(lab: &Lab, from: &str, to_ip: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_reach_each_other_on_one_node_and_across_nodes_without_nat() {
     let lab = support::lab_with_nodes("net", 2).await;
-    for node in ["node-1", "node-2"] {
-        let out = lab
-            .bootstrap_knet_with(node, Some(support::BOOTSTRAP_CONFIG), &["--timeout", "60s"])
-            .await
-            .expect("bootstrap");
-        assert!(
-            out.success(),
-            "bootstrap {node}: {}\n{}",
-            out.stdout,
-            out.stderr
-        );
-    }
+    support::bootstrap_nodes(
+        &lab,
+        support::BOOTSTRAP_CONFIG,
+        &[("node-1", &[]), ("node-2", &[])],
+    )
+    .await;
     lab.create_namespace("net").await.expect("namespace");
     let yaml = [pod("a", "node-1"), pod("b", "node-1"), pod("c", "node-2")].join("---\n");
     lab.apply_yaml(&yaml, "net").await.expect("pods");

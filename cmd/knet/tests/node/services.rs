@@ -16,8 +16,8 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 
 use kit::{
-    CONFIG, EXTERNAL_IP, LB_IP, NS, Outside, http, http_in_cgroup, pod_yaml, ports, service_yaml,
-    strip_port, udp, wait_until,
+    Addresses, CONFIG, EXTERNAL_IP, LB_IP, NS, Origins, Outside, http, http_in_cgroup, matrix,
+    pod_yaml, ports, run_matrix, service_yaml, strip_port, wait_until,
 };
 
 use crate::support;
@@ -56,25 +56,12 @@ async fn services_work_for_every_origin_and_follow_endpoints() {
     // node-1 balances its pods' ClusterIP connections at the socket (eBPF, attached by
     // bootstrap to the lab-made cgroup of node-1's pods); node-2 uses nftables alone.
     let n1 = lab.node("node-1").expect("node-1");
-    for (node, socket_lb) in [("node-1", None), ("node-2", Some("off"))] {
-        let mut flags = vec!["--timeout", "60s"];
-        flags.extend(
-            socket_lb
-                .map(|v| ["--socket-lb-cgroup", v])
-                .into_iter()
-                .flatten(),
-        );
-        let out = lab
-            .bootstrap_knet_with(node, Some(CONFIG), &flags)
-            .await
-            .expect("bootstrap");
-        assert!(
-            out.success(),
-            "bootstrap {node}: {}\n{}",
-            out.stdout,
-            out.stderr
-        );
-    }
+    support::bootstrap_nodes(
+        &lab,
+        CONFIG,
+        &[("node-1", &[]), ("node-2", &["--socket-lb-cgroup", "off"])],
+    )
+    .await;
     lab.create_namespace(NS).await.expect("namespace");
     let yaml = [
         pod_yaml("a", "node-1", "app: a, role: web"),
@@ -148,70 +135,24 @@ async fn services_work_for_every_origin_and_follow_endpoints() {
     // The matrix: origin x address x protocol; every cell one real connection to pod a.
     let t = Instant::now();
     wait_hostname(&lab, &c1, &web, 80, "a").await;
-    let cells: Vec<(&str, &str, String, u16)> = vec![
-        ("pod same node", c1.as_str(), web.clone(), 80),
-        ("pod other node", c2.as_str(), web.clone(), 80),
-        ("node-1 host", n1.netns.as_str(), web.clone(), 80),
-        ("node-2 host", n2.netns.as_str(), web.clone(), 80),
-        (
-            "pod, NodePort other node",
-            c1.as_str(),
-            n2_ip.clone(),
-            30080,
-        ),
-        (
-            "node-2 host, own NodePort",
-            n2.netns.as_str(),
-            n2_ip.clone(),
-            30080,
-        ),
-        (
-            "outside, NodePort node-1",
-            outside.netns.as_str(),
-            n1_ip.clone(),
-            30080,
-        ),
-        (
-            "outside, NodePort node-2",
-            outside.netns.as_str(),
-            n2_ip.clone(),
-            30080,
-        ),
-        (
-            "outside, LB IP",
-            outside.netns.as_str(),
-            LB_IP.to_owned(),
-            80,
-        ),
-        (
-            "outside, external IP",
-            outside.netns.as_str(),
-            EXTERNAL_IP.to_owned(),
-            80,
-        ),
-        ("pod, LB IP", c2.as_str(), LB_IP.to_owned(), 80),
-        ("pod, external IP", c2.as_str(), EXTERNAL_IP.to_owned(), 80),
-    ];
-    let mut failures = Vec::new();
-    for (what, netns, ip, port) in &cells {
-        // LB/external IPs from pods leave through the pod's node (they are routed nowhere else).
-        let wait = wait_until(Duration::from_secs(10), || async {
-            http(&lab, netns, ip, *port, "hostname")
-                .await
-                .is_ok_and(|h| h == "a")
-        })
-        .await;
-        match wait {
-            Some(_) => println!("TCP  {what:28} {ip}:{port} ok"),
-            None => failures.push(format!("TCP {what} {ip}:{port}")),
-        }
-        let udp_port = if *port == 80 { 81 } else { port + 1 };
-        // netexec's UDP server answers `hostname`.
-        match udp(&lab, netns, ip, udp_port, "hostname").await {
-            Ok(h) if h == "a" => println!("UDP  {what:28} {ip}:{udp_port} ok"),
-            other => failures.push(format!("UDP {what} {ip}:{udp_port}: {other:?}")),
-        }
-    }
+    let origins = Origins {
+        c1: &c1,
+        c2: &c2,
+        node1: &n1.netns,
+        node2: &n2.netns,
+        outside: &outside.netns,
+    };
+    let cells = matrix(
+        &origins,
+        &Addresses {
+            cluster_ip: &web,
+            node1: &n1_ip,
+            node2: &n2_ip,
+            lb: LB_IP,
+            external: EXTERNAL_IP,
+        },
+    );
+    let failures = run_matrix(&lab, "IPv4", &cells, "a").await;
     println!("matrix: {} cells in {:?}", cells.len() * 2, t.elapsed());
     assert!(failures.is_empty(), "failed cells: {failures:#?}");
 

@@ -73,6 +73,25 @@ pub async fn bootstrap(lab: &Lab, config: Option<&str>) -> ExecOutput {
     out
 }
 
+/// Bootstraps each `(node, extra flags)` with `config` and waits (60 s) for its features to be
+/// ready; a failed bootstrap fails the test with its output.
+pub async fn bootstrap_nodes(lab: &Lab, config: &str, nodes: &[(&str, &[&str])]) {
+    for (node, extra) in nodes {
+        let mut flags = vec!["--timeout", "60s"];
+        flags.extend_from_slice(extra);
+        let out = lab
+            .bootstrap_knet_with(node, Some(config), &flags)
+            .await
+            .expect("run bootstrap");
+        assert!(
+            out.success(),
+            "bootstrap {node}: {}\n{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+}
+
 /// Waits (bounded) until `knet status` answers.
 pub async fn wait_for_daemon(lab: &Lab) {
     let deadline = Instant::now() + Duration::from_secs(30);

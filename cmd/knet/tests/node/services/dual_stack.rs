@@ -11,8 +11,8 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 
 use super::kit::{
-    EXTERNAL_IP, LB_IP, NS, Outside, http, http_in_cgroup, pod_yaml, ports, service_yaml,
-    strip_port, udp, wait_until,
+    Addresses, EXTERNAL_IP, LB_IP, NS, Origins, Outside, http, http_in_cgroup, matrix, pod_yaml,
+    ports, run_matrix, service_yaml, strip_port, wait_until,
 };
 use crate::support;
 
@@ -62,25 +62,12 @@ async fn services_work_for_every_origin_over_ipv4_and_ipv6_on_a_dual_stack_lab()
         .expect("the lab must start (root, `make deps`)");
     // node-1 balances its pods' ClusterIP connections at the socket (connect4 and connect6 on
     // its lab-made cgroup); node-2 uses nftables alone.
-    for (node, socket_lb) in [("node-1", None), ("node-2", Some("off"))] {
-        let mut flags = vec!["--timeout", "60s"];
-        flags.extend(
-            socket_lb
-                .map(|v| ["--socket-lb-cgroup", v])
-                .into_iter()
-                .flatten(),
-        );
-        let out = lab
-            .bootstrap_knet_with(node, Some(CONFIG), &flags)
-            .await
-            .expect("bootstrap");
-        assert!(
-            out.success(),
-            "bootstrap {node}: {}\n{}",
-            out.stdout,
-            out.stderr
-        );
-    }
+    support::bootstrap_nodes(
+        &lab,
+        CONFIG,
+        &[("node-1", &[]), ("node-2", &["--socket-lb-cgroup", "off"])],
+    )
+    .await;
     lab.create_namespace(NS).await.expect("namespace");
     let yaml = [
         pod_yaml("a", "node-1", "app: a"),
@@ -141,84 +128,38 @@ async fn services_work_for_every_origin_over_ipv4_and_ipv6_on_a_dual_stack_lab()
     // The matrix, per family: origin x address x protocol, every cell a real connection to
     // pod a.
     let t = Instant::now();
-    let mut failures = Vec::new();
-    let mut cells = 0;
-    for (family, web, n1_ip, n2_ip, lb, ext) in [
-        (
-            "IPv4",
-            web4.clone(),
-            n1.ipv4.to_string(),
-            n2.ipv4.to_string(),
-            LB_IP,
-            EXTERNAL_IP,
-        ),
-        (
-            "IPv6",
-            web6.clone(),
-            n1.ipv6.to_string(),
-            n2.ipv6.to_string(),
-            LB_IP6,
-            EXTERNAL_IP6,
-        ),
-    ] {
-        let matrix: Vec<(&str, &str, String, u16)> = vec![
-            ("pod same node", c1.as_str(), web.clone(), 80),
-            ("pod other node", c2.as_str(), web.clone(), 80),
-            ("node-1 host", n1.netns.as_str(), web.clone(), 80),
-            ("node-2 host", n2.netns.as_str(), web.clone(), 80),
-            (
-                "pod, NodePort other node",
-                c1.as_str(),
-                n2_ip.clone(),
-                30080,
-            ),
-            (
-                "node-2 host, own NodePort",
-                n2.netns.as_str(),
-                n2_ip.clone(),
-                30080,
-            ),
-            (
-                "outside, NodePort node-1",
-                outside.netns.as_str(),
-                n1_ip.clone(),
-                30080,
-            ),
-            (
-                "outside, NodePort node-2",
-                outside.netns.as_str(),
-                n2_ip.clone(),
-                30080,
-            ),
-            ("outside, LB IP", outside.netns.as_str(), lb.to_owned(), 80),
-            (
-                "outside, external IP",
-                outside.netns.as_str(),
-                ext.to_owned(),
-                80,
-            ),
-            ("pod, LB IP", c2.as_str(), lb.to_owned(), 80),
-            ("pod, external IP", c2.as_str(), ext.to_owned(), 80),
-        ];
-        for (what, netns, ip, port) in &matrix {
-            cells += 2;
-            let tcp = wait_until(Duration::from_secs(10), || async {
-                http(&lab, netns, ip, *port, "hostname")
-                    .await
-                    .is_ok_and(|h| h == "a")
-            })
-            .await;
-            match tcp {
-                Some(_) => println!("{family} TCP {what:28} {ip}:{port} ok"),
-                None => failures.push(format!("{family} TCP {what} {ip}:{port}")),
-            }
-            let udp_port = if *port == 80 { 81 } else { port + 1 };
-            match udp(&lab, netns, ip, udp_port, "hostname").await {
-                Ok(h) if h == "a" => println!("{family} UDP {what:28} {ip}:{udp_port} ok"),
-                other => failures.push(format!("{family} UDP {what} {ip}:{udp_port}: {other:?}")),
-            }
-        }
-    }
+    let origins = Origins {
+        c1: &c1,
+        c2: &c2,
+        node1: &n1.netns,
+        node2: &n2.netns,
+        outside: &outside.netns,
+    };
+    let (n1_v4, n2_v4) = (n1.ipv4.to_string(), n2.ipv4.to_string());
+    let (n1_v6, n2_v6) = (n1.ipv6.to_string(), n2.ipv6.to_string());
+    let v4 = matrix(
+        &origins,
+        &Addresses {
+            cluster_ip: &web4,
+            node1: &n1_v4,
+            node2: &n2_v4,
+            lb: LB_IP,
+            external: EXTERNAL_IP,
+        },
+    );
+    let v6 = matrix(
+        &origins,
+        &Addresses {
+            cluster_ip: &web6,
+            node1: &n1_v6,
+            node2: &n2_v6,
+            lb: LB_IP6,
+            external: EXTERNAL_IP6,
+        },
+    );
+    let cells = 2 * (v4.len() + v6.len());
+    let mut failures = run_matrix(&lab, "IPv4", &v4, "a").await;
+    failures.extend(run_matrix(&lab, "IPv6", &v6, "a").await);
     println!("dual-stack matrix: {cells} cells in {:?}", t.elapsed());
     assert!(failures.is_empty(), "failed cells: {failures:#?}");
 

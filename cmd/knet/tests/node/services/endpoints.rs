@@ -101,18 +101,7 @@ async fn udp_from_port(lab: &knet_e2e::Lab, netns: &str, ip: &str, sport: u16) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_follow_endpoint_conditions_traffic_policy_and_scaling() {
     let lab = support::lab_with_nodes("svcep", 2).await;
-    for node in ["node-1", "node-2"] {
-        let out = lab
-            .bootstrap_knet_with(node, Some(CONFIG), &["--timeout", "60s"])
-            .await
-            .expect("bootstrap");
-        assert!(
-            out.success(),
-            "bootstrap {node}: {}\n{}",
-            out.stdout,
-            out.stderr
-        );
-    }
+    support::bootstrap_nodes(&lab, CONFIG, &[("node-1", &[]), ("node-2", &[])]).await;
     lab.create_namespace(NS).await.expect("namespace");
     let flags = tempfile::tempdir().expect("readiness flag dir");
     let r1_ready = flags.path().join("r1");

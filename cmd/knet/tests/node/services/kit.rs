@@ -210,3 +210,74 @@ pub async fn http_in_cgroup(
     }
     Ok(out.stdout.trim().to_owned())
 }
+
+/// Where the matrix's connections come from.
+pub struct Origins<'a> {
+    /// A pod on node-1 (the endpoint's node).
+    pub c1: &'a str,
+    /// A pod on node-2.
+    pub c2: &'a str,
+    /// node-1's and node-2's own namespaces.
+    pub node1: &'a str,
+    pub node2: &'a str,
+    /// The outside host.
+    pub outside: &'a str,
+}
+
+/// The addresses of one family the matrix connects to.
+pub struct Addresses<'a> {
+    pub cluster_ip: &'a str,
+    pub node1: &'a str,
+    pub node2: &'a str,
+    pub lb: &'a str,
+    pub external: &'a str,
+}
+
+/// One matrix cell: what, from which namespace, to which address and TCP port (UDP is the
+/// next port up, or 81 for 80).
+pub type Cell = (&'static str, String, String, u16);
+
+/// The 12 origin x address pairs of the services matrix (NodePort 30080/30081).
+pub fn matrix(o: &Origins<'_>, a: &Addresses<'_>) -> Vec<Cell> {
+    let cell = |what, netns: &str, ip: &str, port| (what, netns.to_owned(), ip.to_owned(), port);
+    vec![
+        cell("pod same node", o.c1, a.cluster_ip, 80),
+        cell("pod other node", o.c2, a.cluster_ip, 80),
+        cell("node-1 host", o.node1, a.cluster_ip, 80),
+        cell("node-2 host", o.node2, a.cluster_ip, 80),
+        cell("pod, NodePort other node", o.c1, a.node2, 30080),
+        cell("node-2 host, own NodePort", o.node2, a.node2, 30080),
+        cell("outside, NodePort node-1", o.outside, a.node1, 30080),
+        cell("outside, NodePort node-2", o.outside, a.node2, 30080),
+        cell("outside, LB IP", o.outside, a.lb, 80),
+        cell("outside, external IP", o.outside, a.external, 80),
+        // LB/external IPs from pods leave through the pod's node (routed nowhere else).
+        cell("pod, LB IP", o.c2, a.lb, 80),
+        cell("pod, external IP", o.c2, a.external, 80),
+    ]
+}
+
+/// Runs every cell over TCP (bounded wait for pod `want` to answer) and UDP; prints each cell
+/// and returns the failed ones, labelled with `family`.
+pub async fn run_matrix(lab: &Lab, family: &str, cells: &[Cell], want: &str) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (what, netns, ip, port) in cells {
+        let tcp = wait_until(Duration::from_secs(10), || async {
+            http(lab, netns, ip, *port, "hostname")
+                .await
+                .is_ok_and(|h| h == want)
+        })
+        .await;
+        match tcp {
+            Some(_) => println!("{family} TCP {what:28} {ip}:{port} ok"),
+            None => failures.push(format!("{family} TCP {what} {ip}:{port}")),
+        }
+        let udp_port = if *port == 80 { 81 } else { port + 1 };
+        // netexec's UDP server answers `hostname`.
+        match udp(lab, netns, ip, udp_port, "hostname").await {
+            Ok(h) if h == want => println!("{family} UDP {what:28} {ip}:{udp_port} ok"),
+            other => failures.push(format!("{family} UDP {what} {ip}:{udp_port}: {other:?}")),
+        }
+    }
+    failures
+}
