@@ -21,6 +21,7 @@ use crate::answer::ZoneConfig;
 use crate::forward::{ForwardConfig, Forwarder, resolv_conf};
 use crate::index::Snapshot;
 use crate::metrics;
+use crate::notrack;
 use crate::server::{DnsServer, DnsState, ServerConfig};
 
 /// The node-local address every node also answers on (NodeLocal DNSCache's conventional
@@ -155,6 +156,9 @@ async fn run(
     address::ensure(&current.listen_ips())
         .await
         .map_err(|e| FeatureError::with("adding the dns addresses to lo", e))?;
+    notrack::apply(&current.listen_ips())
+        .await
+        .map_err(|e| FeatureError::with("exempting dns from conntrack", e))?;
     let forwarder = Forwarder::new(ForwardConfig::default());
     forwarder.set_upstreams(current.upstreams.clone());
     if current.upstreams.is_empty() {
@@ -220,6 +224,9 @@ async fn run(
                             address::ensure(&new.listen_ips())
                                 .await
                                 .map_err(|e| FeatureError::with("moving the dns address", e))?;
+                            notrack::apply(&new.listen_ips())
+                                .await
+                                .map_err(|e| FeatureError::with("exempting dns from conntrack", e))?;
                             server.stop().await;
                             server = start_server(&state, &new)?;
                             service_stop.cancel();
@@ -235,7 +242,7 @@ async fn run(
                 false
             }
             _ = metrics_tick.tick() => {
-                metrics::publish();
+                metrics::publish(state.responses().hits());
                 false
             }
             _ = resolv_tick.tick() => {
@@ -287,6 +294,9 @@ async fn cleanup(ctx: FeatureContext) -> Result<(), FeatureError> {
     address::remove_all(&v6)
         .await
         .map_err(|e| FeatureError::with("removing the dns addresses from lo", e))?;
+    notrack::remove()
+        .await
+        .map_err(|e| FeatureError::with("removing the knet-dns nftables table", e))?;
     // The Service is cluster-wide; every node's cleanup tries, the first delete wins.
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), service::NAMESPACE);
     match api.get_opt(service::NAME).await {

@@ -3,8 +3,10 @@
 //! Owns the cluster zone's answer logic ([`answer`]), the in-memory index of Services,
 //! EndpointSlices, Namespaces and Pods it answers from ([`index`]), the hickory-server based
 //! server that answers the zone and forwards everything else to upstream resolvers with a cache,
-//! health checks and loop detection, the listening address on the node (the cluster DNS Service
-//! IP, added to `lo`), and the `kube-system/knet-dns` Service that reserves that IP.
+//! health checks and loop detection, the listening addresses on the node (the cluster DNS Service
+//! IP and the node-local address, added to `lo`), the `inet knet-dns` nftables table that exempts
+//! their port 53 from conntrack ([`notrack`]), and the `kube-system/knet-dns` Service that
+//! reserves the Service IP.
 //!
 //! It must not touch other features' kernel objects, and never imports another feature.
 
@@ -19,6 +21,7 @@ pub mod fixture;
 pub mod forward;
 pub mod index;
 pub mod metrics;
+pub mod notrack;
 pub mod server;
 
 pub use feature::{DNS_PORT, DnsFeature, NODE_LOCAL_IP, build, service};

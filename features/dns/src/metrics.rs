@@ -219,13 +219,18 @@ pub fn render() -> String {
     out
 }
 
-/// Copies the totals into the daemon's registry (`knet_core::metrics`), which serves /metrics.
-pub fn publish() {
+/// Copies the totals into the daemon's registry (`knet_core::metrics`), which serves /metrics,
+/// with `fast_path_hits`, the UDP queries answered from the response cache (counted there).
+pub fn publish(fast_path_hits: u64) {
     for (name, labels, value) in global().series() {
         let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
         knet_core::metrics::set(&name, &labels, value);
     }
+    knet_core::metrics::set(FAST_PATH_SERIES, &[], fast_path_hits as f64);
 }
+
+/// UDP queries answered from the response cache (also counted in `knet_dns_requests_total`).
+pub const FAST_PATH_SERIES: &str = "knet_dns_udp_fast_path_total";
 
 #[cfg(test)]
 mod tests {

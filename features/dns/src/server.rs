@@ -1,16 +1,24 @@
-//! The DNS server: hickory-server's `Server` with our own request handler, on UDP and TCP.
+//! The DNS server: our hickory-server request handler, on UDP and TCP.
 //!
 //! [`DnsState`] is what the handler reads and the feature updates live: the index, the zone
-//! config and the forwarder. [`DnsServer`] binds the listeners (one UDP socket per core per
-//! address, with SO_REUSEPORT, plus one TCP listener) and runs until stopped.
+//! config and the forwarder, plus a generation number and the UDP fast path's response cache.
+//! [`DnsServer`] binds the listeners (one UDP socket per core per address, with SO_REUSEPORT,
+//! plus one TCP listener) and runs until stopped. TCP is served by hickory-server's `Server`; UDP
+//! by one receive thread per socket ([`udp`]), which answers repeated cluster-zone questions from
+//! the response cache and hands everything else to the same handler.
 
+mod cache;
 mod handler;
 pub mod listen;
+mod udp;
 
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+pub use cache::ResponseCache;
 pub use handler::Handler;
 
 use crate::Error;
@@ -30,7 +38,21 @@ struct StateInner {
     index: RwLock<Index>,
     zone: RwLock<Arc<ZoneConfig>>,
     forwarder: Forwarder,
+    /// Bumped, under the index write lock, after every change of the index or the zone config;
+    /// read under the read lock together with them. Cached responses of another generation are
+    /// stale.
+    generation: AtomicU64,
+    responses: ResponseCache,
 }
+
+/// Write access to the index; the generation moves on when it is dropped.
+pub struct IndexWriter<'a> {
+    guard: RwLockWriteGuard<'a, Index>,
+    generation: &'a AtomicU64,
+}
+
+/// Cached UDP responses kept at most (about 4 MiB when full).
+pub const RESPONSE_CACHE_CAPACITY: usize = 16_384;
 
 /// Where and how to listen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +61,8 @@ pub struct ServerConfig {
     pub addrs: Vec<SocketAddr>,
     /// UDP sockets per address (SO_REUSEPORT); 0 means one per core.
     pub udp_sockets: usize,
+    /// Receive (and send) buffer of each UDP socket, in bytes.
+    pub udp_buffer: usize,
     /// Idle timeout of TCP connections.
     pub tcp_timeout: Duration,
 }
@@ -46,6 +70,7 @@ pub struct ServerConfig {
 /// A running server.
 pub struct DnsServer {
     server: hickory_server::Server<Handler>,
+    udp: udp::UdpServing,
     bound: Vec<SocketAddr>,
 }
 
@@ -72,6 +97,8 @@ impl DnsState {
                 index: RwLock::new(index),
                 zone: RwLock::new(Arc::new(zone)),
                 forwarder,
+                generation: AtomicU64::new(0),
+                responses: ResponseCache::new(RESPONSE_CACHE_CAPACITY),
             }),
         }
     }
@@ -84,12 +111,27 @@ impl DnsState {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Writes the index.
-    pub fn write_index(&self) -> RwLockWriteGuard<'_, Index> {
-        self.inner
-            .index
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// Writes the index. Responses cached before the writer is dropped are not served after.
+    pub fn write_index(&self) -> IndexWriter<'_> {
+        IndexWriter {
+            guard: self
+                .inner
+                .index
+                .write()
+                .unwrap_or_else(PoisonError::into_inner),
+            generation: &self.inner.generation,
+        }
+    }
+
+    /// The generation of the index and zone config. Read it under [`DnsState::read_index`] to
+    /// name the state that guard shows.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
+    }
+
+    /// The UDP fast path's cached responses.
+    pub fn responses(&self) -> &ResponseCache {
+        &self.inner.responses
     }
 
     /// The zone config in force.
@@ -103,6 +145,8 @@ impl DnsState {
 
     /// Replaces the zone config (cluster domain, TTL, NS addresses) live.
     pub fn set_zone(&self, zone: ZoneConfig) {
+        // Under the index write lock, so that the generation moves with the config.
+        let _index = self.write_index();
         *self
             .inner
             .zone
@@ -121,6 +165,29 @@ impl DnsState {
     }
 }
 
+// === impl IndexWriter ===
+
+impl Deref for IndexWriter<'_> {
+    type Target = Index;
+
+    fn deref(&self) -> &Index {
+        &self.guard
+    }
+}
+
+impl DerefMut for IndexWriter<'_> {
+    fn deref_mut(&mut self) -> &mut Index {
+        &mut self.guard
+    }
+}
+
+impl Drop for IndexWriter<'_> {
+    fn drop(&mut self) {
+        // Still under the write lock: no reader sees the new index with the old generation.
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 // === impl ServerConfig ===
 
 impl ServerConfig {
@@ -129,6 +196,7 @@ impl ServerConfig {
         ServerConfig {
             addrs,
             udp_sockets: 0,
+            udp_buffer: listen::UDP_BUFFER,
             tcp_timeout: Duration::from_secs(10),
         }
     }
@@ -139,9 +207,10 @@ impl ServerConfig {
 fn bind_pair(
     addr: SocketAddr,
     sockets: usize,
+    buffer: usize,
 ) -> Result<
     (
-        Vec<tokio::net::UdpSocket>,
+        Vec<std::net::UdpSocket>,
         tokio::net::TcpListener,
         SocketAddr,
     ),
@@ -150,7 +219,7 @@ fn bind_pair(
     let tries = if addr.port() == 0 { 20 } else { 1 };
     let mut last = None;
     for _ in 0..tries {
-        let (udp, actual) = listen::udp(addr, sockets)?;
+        let (udp, actual) = listen::udp(addr, sockets, buffer)?;
         match listen::tcp(actual) {
             Ok(tcp) => return Ok((udp, tcp, actual)),
             Err(e) => last = Some(e),
@@ -168,19 +237,20 @@ impl DnsServer {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
-        let mut server = hickory_server::Server::new(Handler { state });
+        let handler = Handler::new(state);
+        let mut server = hickory_server::Server::new(handler.clone());
+        let mut udp_sockets = Vec::new();
         let mut bound = Vec::new();
         for addr in &cfg.addrs {
-            let (udp, tcp, actual) = bind_pair(*addr, sockets)?;
-            for sock in udp {
-                server.register_socket(sock);
-            }
+            let (udp, tcp, actual) = bind_pair(*addr, sockets, cfg.udp_buffer)?;
+            udp_sockets.extend(udp);
             // 64 KiB: a whole TCP DNS message fits in one write.
             server.register_listener(tcp, cfg.tcp_timeout, 65536);
             tracing::debug!(addr = %actual, udp_sockets = sockets, "dns listening");
             bound.push(actual);
         }
-        Ok(DnsServer { server, bound })
+        let udp = udp::UdpServing::start(udp_sockets, &handler)?;
+        Ok(DnsServer { server, udp, bound })
     }
 
     /// The addresses bound (with the real port when 0 was asked).
@@ -190,6 +260,7 @@ impl DnsServer {
 
     /// Stops accepting, lets in-flight requests finish, and closes the sockets.
     pub async fn stop(mut self) {
+        self.udp.stop().await;
         if let Err(error) = self.server.shutdown_gracefully().await {
             tracing::debug!(%error, "dns server stopped with an error");
         }

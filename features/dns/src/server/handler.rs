@@ -1,4 +1,7 @@
 //! The request handler: cluster names from the index, everything else through the forwarder.
+//!
+//! This is the normal path for every query. Over UDP, its cluster-zone responses also fill the
+//! response cache the fast path answers repeated questions from (see [`super::udp`]).
 
 use std::time::Instant;
 
@@ -18,6 +21,16 @@ use crate::metrics::{Outcome, Zone};
 #[derive(Debug, Clone)]
 pub struct Handler {
     pub(super) state: DnsState,
+}
+
+/// What handling a request did.
+pub(super) struct Handled {
+    pub(super) zone: Zone,
+    pub(super) outcome: Outcome,
+    pub(super) info: ResponseInfo,
+    /// The response depends only on the request bytes and the index and zone config of this
+    /// generation (a cluster-zone answer made from memory, over UDP): it may be cached.
+    pub(super) cacheable: Option<u64>,
 }
 
 /// A response to send.
@@ -66,29 +79,47 @@ impl RequestHandler for Handler {
         response: R,
     ) -> ResponseInfo {
         let start = Instant::now();
-        let (zone, outcome, info) = self.handle(request, response).await;
-        self.state.metrics().record(zone, outcome, start.elapsed());
-        info
+        let handled = self.handle(request, response).await;
+        self.state
+            .metrics()
+            .record(handled.zone, handled.outcome, start.elapsed());
+        handled.info
+    }
+}
+
+impl Handled {
+    fn new(zone: Zone, outcome: Outcome, info: ResponseInfo) -> Handled {
+        Handled {
+            zone,
+            outcome,
+            info,
+            cacheable: None,
+        }
     }
 }
 
 impl Handler {
-    async fn handle<R: ResponseHandler>(
+    /// A handler answering from `state`.
+    pub fn new(state: DnsState) -> Handler {
+        Handler { state }
+    }
+
+    pub(super) async fn handle<R: ResponseHandler>(
         &self,
         request: &Request,
         response: R,
-    ) -> (Zone, Outcome, ResponseInfo) {
+    ) -> Handled {
         if request.metadata.op_code != OpCode::Query {
             let info = send(request, response, Reply::error(ResponseCode::NotImp)).await;
-            return (Zone::Forward, Outcome::Other, info);
+            return Handled::new(Zone::Forward, Outcome::Other, info);
         }
         let Ok(info) = request.request_info() else {
             let info = send(request, response, Reply::error(ResponseCode::FormErr)).await;
-            return (Zone::Forward, Outcome::Other, info);
+            return Handled::new(Zone::Forward, Outcome::Other, info);
         };
         if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             let info = send(request, response, Reply::error(ResponseCode::BADVERS)).await;
-            return (Zone::Forward, Outcome::Other, info);
+            return Handled::new(Zone::Forward, Outcome::Other, info);
         }
         let query = info.query;
         let qname = query.original().name();
@@ -97,17 +128,22 @@ impl Handler {
         if forwarder.is_loop_probe(qname) {
             self.state.metrics().loop_detected();
             let info = send(request, response, Reply::error(ResponseCode::ServFail)).await;
-            return (Zone::Forward, Outcome::ServFail, info);
+            return Handled::new(Zone::Forward, Outcome::ServFail, info);
         }
         let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
         let tcp = request.protocol() == Protocol::Tcp;
-        let lookup = {
-            let zone = self.state.zone();
+        // The generation is read under the index lock, with the zone config: it names exactly
+        // the state this answer is computed from (writers bump it under the write lock).
+        let (lookup, generation) = {
             let index = self.state.read_index();
-            answer(&index, &zone, qname, qtype, qclass)
+            let zone = self.state.zone();
+            let generation = self.state.generation();
+            (answer(&index, &zone, qname, qtype, qclass), generation)
         };
         match lookup {
             Lookup::Answer(mut a) => {
+                let cacheable = (a.chase.is_none() && request.protocol() == Protocol::Udp)
+                    .then_some(generation);
                 if let Some(target) = a.chase.take() {
                     let q = Question {
                         name: target,
@@ -129,7 +165,11 @@ impl Handler {
                     additionals: &a.additionals,
                 };
                 let outcome = reply.outcome();
-                (Zone::Cluster, outcome, send(request, response, reply).await)
+                let info = send(request, response, reply).await;
+                Handled {
+                    cacheable,
+                    ..Handled::new(Zone::Cluster, outcome, info)
+                }
             }
             Lookup::Forward => {
                 let q = Question {
@@ -157,7 +197,8 @@ impl Handler {
                             additionals: &additionals,
                         };
                         let outcome = reply.outcome();
-                        (Zone::Forward, outcome, send(request, response, reply).await)
+                        let info = send(request, response, reply).await;
+                        Handled::new(Zone::Forward, outcome, info)
                     }
                     Err(error) => {
                         let rcode = if error == ForwardError::Overloaded {
@@ -169,7 +210,8 @@ impl Handler {
                         };
                         let reply = Reply::error(rcode);
                         let outcome = reply.outcome();
-                        (Zone::Forward, outcome, send(request, response, reply).await)
+                        let info = send(request, response, reply).await;
+                        Handled::new(Zone::Forward, outcome, info)
                     }
                 }
             }
