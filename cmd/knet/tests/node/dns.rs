@@ -17,6 +17,8 @@ use kube::Api;
 
 use crate::support;
 
+mod policy;
+
 const NS: &str = "dnst";
 const AGNHOST: &str = "registry.k8s.io/e2e-test-images/agnhost:2.53";
 const ZONE: &str = "cluster.local";
@@ -1152,8 +1154,14 @@ async fn dns_forwards_to_upstreams_and_fails_over() {
     );
 }
 
-/// `knet_dns_forward_loops_detected_total` from `node`'s daemon (its local API socket).
+/// `knet_dns_forward_loops_detected_total` from `node`'s daemon.
 async fn loops_detected(lab: &Lab, node: &str) -> u64 {
+    metric(lab, node, "knet_dns_forward_loops_detected_total").await
+}
+
+/// The value of the series `series` (name with labels, as printed) in `node`'s daemon's
+/// `/metrics` (its local API socket); 0 when absent.
+async fn metric(lab: &Lab, node: &str, series: &str) -> u64 {
     let sock = lab.node(node).expect("node").run_dir.join("knet.sock");
     let out = knet_e2e::process::run(
         &[
@@ -1169,7 +1177,7 @@ async fn loops_detected(lab: &Lab, node: &str) -> u64 {
     .expect("curl /metrics");
     out.stdout
         .lines()
-        .find_map(|l| l.strip_prefix("knet_dns_forward_loops_detected_total "))
+        .find_map(|l| l.strip_prefix(&format!("{series} ")))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map_or(0, |v| v as u64)
 }

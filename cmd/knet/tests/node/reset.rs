@@ -140,7 +140,7 @@ async fn reset_leaves_nothing_of_knet_on_the_node() {
             .any(|l| l.contains(r#""ifname":"knet"#) && l.contains(r#""info_kind":"veth""#)),
         "a pod veth: {before:#?}"
     );
-    for table in ["knet-network", "knet-network-policy"] {
+    for table in ["knet-network", "knet-network-policy", "knet-dns"] {
         assert!(
             before
                 .tables
