@@ -2,19 +2,25 @@
 //! node processes and outside clients, programmed into `table inet knet-services`.
 //!
 //! [`model`] computes the desired service table from Services and EndpointSlices (pure, as
-//! kube-proxy does), [`render`] turns it into nftables chains, sets and verdict-map elements,
-//! [`apply`] diffs it against the last applied ruleset into one `nft -f -` transaction, and
-//! [`sync`] runs that in a debounced, level-triggered loop started by the network feature.
+//! kube-proxy does), [`render`] turns it into nftables chains, sets and verdict-map elements
+//! ([`rule`]: typed rules that print as `nft` text and encode as netlink), [`desired`] keeps
+//! that per Service and recomputes only what changed, [`apply`] holds the diff and the full
+//! `nft -f -` transaction, [`nfnl`] sends diffs as nf_tables netlink batches, and [`sync`] runs
+//! it all in a debounced, level-triggered loop started by the network feature ([`metrics`]).
 //! Stale UDP conntrack entries are flushed ([`conntrack`]) and healthCheckNodePorts served
 //! ([`health`]). Disabling the network feature calls [`cleanup`], which removes all of it.
 
 pub mod apply;
 pub mod conntrack;
+pub mod desired;
 pub mod exec;
 pub mod health;
+pub mod metrics;
 pub mod model;
+pub mod nfnl;
 pub mod render;
 pub mod route;
+pub mod rule;
 pub mod socket_lb;
 pub mod status;
 pub mod sync;
@@ -36,6 +42,9 @@ pub enum ServicesError {
     /// `nft` rejected a transaction or could not run.
     #[error("nft: {0}")]
     Nft(String),
+    /// The kernel rejected an nf_tables netlink batch, or the socket failed.
+    #[error("nf_tables netlink: {0}")]
+    Netlink(String),
     /// A helper process could not run.
     #[error("{0}")]
     Exec(String),

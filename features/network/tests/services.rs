@@ -10,10 +10,12 @@ use std::io::ErrorKind;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use knet_network::services::apply::{delete_script, diff_script, full_script, parse_names};
+use knet_network::services::apply::{delete_script, full_script, parse_names};
+use knet_network::services::desired::{Desired, NodeInputs};
 use knet_network::services::exec::{nft_apply, nft_list};
 use knet_network::services::model::ServiceTable;
-use knet_network::services::render::Ruleset;
+use knet_network::services::nfnl::NfSocket;
+use knet_network::services::render::{Ruleset, StaticConfig};
 use lab::{NODE_IP, OUTSIDE_IP, Topology, privileged};
 use serde_json::{Value, json};
 
@@ -110,9 +112,18 @@ async fn services_translate_reject_update_and_clean_up() {
         slice("sticky", &both),
         slice("ext", &both),
     ];
-    let first = render(&services, &slices);
+    // The sync loop's path: the desired state kept per Service, applied cold with nft.
+    let mut desired = Desired::default();
+    let inputs = NodeInputs {
+        node: "node".into(),
+        sctp: false,
+        pod_cidrs: vec!["10.1.0.0/16".parse().expect("cidr")],
+    };
+    desired.update(&services, &slices, &inputs, true);
+    let first = desired.ruleset().clone();
+    assert_eq!(first, render(&services, &slices));
     let kernel = parse_names(&nft_list(ns).await.expect("list"));
-    nft_apply(ns, &full_script(&kernel, &first))
+    nft_apply(ns, &full_script(&kernel, &StaticConfig::default(), &first))
         .await
         .expect("cold apply");
 
@@ -158,13 +169,18 @@ async fn services_translate_reject_update_and_clean_up() {
     );
     // ClientIP affinity: one client, one endpoint.
     assert_eq!(answers(client, "10.152.183.9:80", 20).len(), 1);
-    // Hairpin: a pod reaching itself through its Service.
+    // An endpoint goes away: only that Service is recomputed, and the change goes to the
+    // kernel as an nf_tables netlink batch.
     let mut s2 = slices.clone();
     s2[0] = slice("web", &[("10.1.0.11", "node")]);
-    let second = render(&services, &s2);
-    let diff = diff_script(&first, &second);
-    assert!(!diff.contains("add table"), "incremental: {diff}");
-    nft_apply(ns, &diff).await.expect("diff apply");
+    let update = desired.update(&services, &s2, &inputs, true);
+    assert_eq!(update.recomputed, 1, "only web");
+    let second = desired.ruleset().clone();
+    assert_eq!(second, render(&services, &s2));
+    let mut socket = NfSocket::open(ns).await.expect("netlink socket");
+    let (messages, _) = socket.apply(&update.diff).expect("netlink batch");
+    assert!(messages > 0);
+    // Hairpin: a pod reaching itself through its Service.
     assert_eq!(
         answers(client, "10.152.183.5:80", 10),
         BTreeSet::from(["a".to_owned()])
@@ -184,7 +200,7 @@ async fn services_translate_reject_update_and_clean_up() {
     ]);
     assert!(client.tcp("10.152.183.5:80").is_err());
     let kernel = parse_names(&nft_list(ns).await.expect("list"));
-    nft_apply(ns, &full_script(&kernel, &second))
+    nft_apply(ns, &full_script(&kernel, &StaticConfig::default(), &second))
         .await
         .expect("resync");
     assert_eq!(

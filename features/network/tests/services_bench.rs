@@ -4,7 +4,9 @@
 //!
 //! - programming: the table for 1k/10k/30k Services with 2 endpoints each, applied cold to a
 //!   fresh namespace (model + render + one nft transaction), then a one-endpoint change at each
-//!   size (an incremental transaction);
+//!   size the way the sync loop makes it: the incremental model recomputes the one Service
+//!   whose EndpointSlice changed, and the diff goes to the kernel as an nf_tables netlink
+//!   batch (the same diff through `nft -f` is timed too, for comparison);
 //! - connection rate: sequential TCP connects (SO_LINGER 0) from a pod to a server pod, straight
 //!   to the pod IP, through the ClusterIP with nftables, and through the ClusterIP with the eBPF
 //!   socket load balancer, at 0 and 10k Services, in interleaved 1 s slices (medians reported).
@@ -18,10 +20,12 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use knet_network::services::apply::{diff_script, full_script, parse_names};
+use knet_network::services::apply::{full_script, parse_names};
+use knet_network::services::desired::{Desired, NodeInputs};
 use knet_network::services::exec::{nft_apply, nft_list};
 use knet_network::services::model::ServiceTable;
-use knet_network::services::render::Ruleset;
+use knet_network::services::nfnl::NfSocket;
+use knet_network::services::render::{Ruleset, StaticConfig};
 use knet_network::services::socket_lb::SocketLb;
 use lab::{Ns, Topology, privileged};
 use serde_json::json;
@@ -36,14 +40,16 @@ fn ep(i: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i)
 }
 
-/// `n` synthetic Services `s<i>` (TCP 80 → 8080) with endpoints `eps(i)`.
+/// `n` synthetic Services `s<i>` (TCP 80 → 8080) with endpoints `eps(i)`, carrying a uid and
+/// resourceVersion as objects from the API server do.
 fn objects(n: u32, eps: impl Fn(u32) -> Vec<String>) -> (Vec<Service>, Vec<EndpointSlice>) {
     let mut svcs = Vec::new();
     let mut slices = Vec::new();
     for i in 0..n {
         let name = format!("s{i}");
         svcs.push(
-            serde_json::from_value(json!({"metadata": {"namespace": "bench", "name": name},
+            serde_json::from_value(json!({"metadata": {"namespace": "bench", "name": name,
+                    "uid": format!("svc-{i}"), "resourceVersion": "1"},
                 "spec": {"clusterIP": vip(i).to_string(),
                          "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}))
             .expect("svc"),
@@ -55,6 +61,7 @@ fn objects(n: u32, eps: impl Fn(u32) -> Vec<String>) -> (Vec<Service>, Vec<Endpo
         slices.push(
             serde_json::from_value(
                 json!({"metadata": {"namespace": "bench", "name": format!("{name}-1"),
+                    "uid": format!("slice-{i}"), "resourceVersion": "1",
                     "labels": {"kubernetes.io/service-name": name}},
                 "addressType": "IPv4",
                 "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
@@ -76,46 +83,66 @@ fn ruleset(svcs: &[Service], slices: &[EndpointSlice]) -> (ServiceTable, Ruleset
     (table, r)
 }
 
+fn inputs() -> NodeInputs {
+    NodeInputs {
+        node: "node".into(),
+        sctp: false,
+        pod_cidrs: vec!["10.1.0.0/16".parse().expect("cidr")],
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: prints figures"]
 async fn bench_rule_programming() {
-    if !privileged() {
-        return;
-    }
+    assert!(privileged(), "needs root and nft");
     println!(
-        "| Services | cold: model+render | cold: nft apply | cold total | script | 1-endpoint change (compute+diff+apply) | change script |"
+        "| Services | cold: model+render | cold: nft apply | cold total | script | one-endpoint change: model | netlink apply | total | batch | same diff via nft -f |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for n in [1_000u32, 10_000, 30_000] {
         let node = Ns::create("bench");
         let path = node.path();
         let (svcs, mut slices) = objects(n, two_endpoints);
         let t0 = Instant::now();
-        let (_, first) = ruleset(&svcs, &slices);
+        let mut desired = Desired::default();
+        desired.update(&svcs, &slices, &inputs(), false);
         let kernel = parse_names(&nft_list(Some(&path)).await.expect("list"));
-        let script = full_script(&kernel, &first);
+        let script = full_script(&kernel, &StaticConfig::default(), desired.ruleset());
         let computed = t0.elapsed();
         let t1 = Instant::now();
         nft_apply(Some(&path), &script).await.expect("cold apply");
         let applied = t1.elapsed();
-        // One endpoint of one Service replaced.
+        let mut socket = NfSocket::open(Some(&path)).await.expect("netlink socket");
+        // One endpoint of one Service replaced (a new resourceVersion, as the API server
+        // writes it), twice: through netlink, then back through `nft -f` for comparison.
         let mid = n / 2;
-        slices[mid as usize] = objects(mid + 1, |_| {
-            vec![ep(2 * mid).to_string(), ep(3 * n + 7).to_string()]
-        })
-        .1
-        .pop()
-        .expect("slice");
+        let change = |slices: &mut [EndpointSlice], rv: &str, other: u32| {
+            let mut v: serde_json::Value =
+                serde_json::to_value(&slices[mid as usize]).expect("json");
+            v["metadata"]["resourceVersion"] = json!(rv);
+            v["endpoints"][1]["addresses"] = json!([ep(other).to_string()]);
+            slices[mid as usize] = serde_json::from_value(v).expect("slice");
+        };
+        change(&mut slices, "2", 3 * n + 7);
         let t2 = Instant::now();
-        let (_, second) = ruleset(&svcs, &slices);
-        let diff = diff_script(&first, &second);
-        nft_apply(Some(&path), &diff).await.expect("diff apply");
-        let change = t2.elapsed();
+        let update = desired.update(&svcs, &slices, &inputs(), true);
+        let model = t2.elapsed();
+        let t3 = Instant::now();
+        let (messages, bytes) = socket.apply(&update.diff).expect("netlink apply");
+        let netlink = t3.elapsed();
+        assert_eq!(update.recomputed, 1);
+        change(&mut slices, "3", 2 * mid + 1);
+        let back = desired.update(&svcs, &slices, &inputs(), true);
+        let t4 = Instant::now();
+        nft_apply(Some(&path), &back.diff.script())
+            .await
+            .expect("nft apply");
+        let via_nft = t4.elapsed();
         println!(
-            "| {n} | {computed:.0?} | {applied:.0?} | {:.0?} | {} KiB | {change:.1?} | {} lines |",
+            "| {n} | {computed:.0?} | {applied:.0?} | {:.0?} | {} KiB | {model:.1?} | {netlink:.1?} | {:.1?} | {messages} messages, {bytes} B | {via_nft:.0?} |",
             computed + applied,
             script.len() / 1024,
-            diff.lines().count()
+            model + netlink,
         );
     }
 }
@@ -239,9 +266,12 @@ async fn bench_connection_rate() {
         slices.push(serde_json::from_value(e0).expect("slice"));
         let (table, r) = ruleset(&svcs, &slices);
         let kernel = parse_names(&nft_list(Some(&path)).await.expect("list"));
-        nft_apply(Some(&path), &full_script(&kernel, &r))
-            .await
-            .expect("apply");
+        nft_apply(
+            Some(&path),
+            &full_script(&kernel, &StaticConfig::default(), &r),
+        )
+        .await
+        .expect("apply");
         let mut lb = SocketLb::attach(&cg).expect("socket LB");
         lb.sync(&table).expect("maps");
         let mut rates = [Vec::new(), Vec::new(), Vec::new()];

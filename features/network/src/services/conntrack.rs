@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use super::exec::run;
-use super::model::{Proto, ServiceTable, Target};
+use super::model::{Proto, ServicePort, Target};
 
 /// One (front address or NodePort, endpoint) pair of a UDP Service.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -31,10 +31,10 @@ pub enum Flow {
     },
 }
 
-/// Every UDP flow `table` programs.
-pub fn udp_flows(table: &ServiceTable) -> BTreeSet<Flow> {
+/// Every UDP flow these service ports program.
+pub fn udp_flows<'a>(ports: impl IntoIterator<Item = &'a ServicePort>) -> BTreeSet<Flow> {
     let mut out = BTreeSet::new();
-    for p in table.ports.iter().filter(|p| p.key.proto == Proto::Udp) {
+    for p in ports.into_iter().filter(|p| p.key.proto == Proto::Udp) {
         let eps = |t: &Target| -> Vec<Option<IpAddr>> {
             match t {
                 Target::Endpoints(e) => e.iter().map(|e| Some(e.ip)).collect(),

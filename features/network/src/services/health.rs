@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::ServicesError;
-use super::model::ServiceTable;
+use super::model::ServicePort;
 use crate::kernel::in_netns;
 
 /// What one health port reports.
@@ -47,10 +47,10 @@ impl std::fmt::Debug for HealthServers {
     }
 }
 
-/// The health ports `table` asks for.
-pub fn wanted(table: &ServiceTable) -> BTreeMap<u16, Health> {
+/// The health ports these service ports ask for.
+pub fn wanted<'a>(ports: impl IntoIterator<Item = &'a ServicePort>) -> BTreeMap<u16, Health> {
     let mut out: BTreeMap<u16, Health> = BTreeMap::new();
-    for p in &table.ports {
+    for p in ports {
         if let Some(port) = p.health_check_node_port {
             let h = out.entry(port).or_insert_with(|| Health {
                 service: format!("{}/{}", p.key.namespace, p.key.name),

@@ -201,6 +201,31 @@ impl ServiceTable {
     }
 }
 
+/// The service ports of one Service, computed from its EndpointSlices (an incremental update
+/// recomputes only the Services whose objects changed).
+pub fn service_ports(
+    svc: &Service,
+    slices: &[&EndpointSlice],
+    node: &str,
+    sctp: bool,
+) -> ServiceTable {
+    let mut table = ServiceTable::default();
+    if let (Some(ns), Some(name)) = (&svc.metadata.namespace, &svc.metadata.name) {
+        add_service(&mut table, svc, ns, name, slices, node, sctp);
+    }
+    table.ports.sort_by(|a, b| a.key.cmp(&b.key));
+    table
+}
+
+impl<'a> IntoIterator for &'a ServiceTable {
+    type Item = &'a ServicePort;
+    type IntoIter = std::slice::Iter<'a, ServicePort>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.ports.iter()
+    }
+}
+
 fn add_service(
     table: &mut ServiceTable,
     svc: &Service,

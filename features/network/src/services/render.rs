@@ -10,11 +10,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 
 use super::model::{Endpoint, Family, PortKey, ServicePort, ServiceTable, Target};
+use super::rule::{Action, AffinitySet, ElemKey, Goto, Match, Rule};
 
 /// The table (family `inet`).
 pub const TABLE: &str = "knet-services";
@@ -32,6 +33,13 @@ pub const MAPS: [&str; 8] = [
     "no-endpoint-nodeports-v4",
     "no-endpoint-nodeports-v6",
 ];
+
+/// Where Services without endpoints go (TCP reset, ICMP unreachable).
+pub const REJECT_CHAIN: &str = "reject-chain";
+/// Where a `Local` policy without local endpoints goes.
+pub const DROP_CHAIN: &str = "drop-chain";
+/// Sets the masquerade mark.
+pub const MARK_CHAIN: &str = "mark-for-masquerade";
 
 /// Chains every table has (hooked or jumped to from hooks).
 pub const STATIC_CHAINS: [&str; 12] = [
@@ -53,11 +61,11 @@ pub const STATIC_CHAINS: [&str; 12] = [
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ruleset {
     /// Per-service chains: name → rules.
-    pub chains: BTreeMap<String, Vec<String>>,
-    /// Affinity sets: name → declaration body.
-    pub sets: BTreeMap<String, String>,
+    pub chains: BTreeMap<String, Vec<Rule>>,
+    /// Affinity sets: name → declaration.
+    pub sets: BTreeMap<String, AffinitySet>,
     /// Map name → key → verdict.
-    pub elements: BTreeMap<&'static str, BTreeMap<String, String>>,
+    pub elements: BTreeMap<&'static str, BTreeMap<ElemKey, Goto>>,
 }
 
 // === impl Ruleset ===
@@ -66,11 +74,16 @@ impl Ruleset {
     /// Renders `table` for a node whose pods live in `pod_cidrs` (pods reaching an
     /// externalTrafficPolicy-Local address are sent to every endpoint, like kube-proxy).
     pub fn render(table: &ServiceTable, pod_cidrs: &[IpNet]) -> Ruleset {
+        Ruleset::render_ports(&table.ports, pod_cidrs)
+    }
+
+    /// Renders some service ports (one Service's, for an incremental update).
+    pub fn render_ports(ports: &[ServicePort], pod_cidrs: &[IpNet]) -> Ruleset {
         let mut r = Ruleset::default();
         for m in MAPS {
             r.elements.insert(m, BTreeMap::new());
         }
-        for p in &table.ports {
+        for p in ports {
             r.add_port(p, pod_cidrs);
         }
         r
@@ -81,29 +94,28 @@ impl Ruleset {
         self.elements.values().map(BTreeMap::len).sum()
     }
 
-    fn element(&mut self, map: &'static str, key: String, verdict: String) {
-        self.elements.entry(map).or_default().insert(key, verdict);
+    fn element(&mut self, map: &'static str, key: ElemKey, chain: &str) {
+        self.elements
+            .entry(map)
+            .or_default()
+            .insert(key, Goto(chain.to_owned()));
     }
 
     fn add_port(&mut self, p: &ServicePort, pod_cidrs: &[IpNet]) {
-        let fam = fam(p.key.family);
-        let proto = p.key.proto.nft();
+        let family = p.key.family;
+        let proto = p.key.proto;
         let id = ident(&p.key);
         let svc = format!("svc{id}");
         let ext = format!("ext{id}");
         // Cluster traffic.
         if let Some(ip) = p.cluster_ip {
-            let key = format!("{ip} . {proto} . {}", p.port);
+            let key = ElemKey::vip(ip, proto, p.port);
             match &p.cluster {
-                Target::Reject => {
-                    self.element(no_ep_map(p.key.family), key, "goto reject-chain".into())
-                }
-                Target::Drop => {
-                    self.element(svc_map(p.key.family), key, "goto drop-chain".into());
-                }
+                Target::Reject => self.element(no_ep_map(family), key, REJECT_CHAIN),
+                Target::Drop => self.element(svc_map(family), key, DROP_CHAIN),
                 Target::Endpoints(eps) => {
                     self.balance(&svc, p, eps);
-                    self.element(svc_map(p.key.family), key, format!("goto {svc}"));
+                    self.element(svc_map(family), key, &svc);
                 }
             }
         }
@@ -111,23 +123,19 @@ impl Ruleset {
         if p.node_port.is_none() && p.external_ips.is_empty() {
             return;
         }
-        let verdict = match &p.external {
-            Target::Reject => "goto reject-chain".to_owned(),
-            Target::Drop | Target::Endpoints(_) => format!("goto {ext}"),
+        let target = match &p.external {
+            Target::Reject => REJECT_CHAIN,
+            Target::Drop | Target::Endpoints(_) => ext.as_str(),
         };
         let (ips_map, np_map) = match &p.external {
-            Target::Reject => (no_ep_map(p.key.family), no_ep_np_map(p.key.family)),
-            _ => (svc_map(p.key.family), np_map(p.key.family)),
+            Target::Reject => (no_ep_map(family), no_ep_np_map(family)),
+            _ => (svc_map(family), np_map(family)),
         };
         for ip in &p.external_ips {
-            self.element(
-                ips_map,
-                format!("{ip} . {proto} . {}", p.port),
-                verdict.clone(),
-            );
+            self.element(ips_map, ElemKey::vip(*ip, proto, p.port), target);
         }
         if let Some(np) = p.node_port {
-            self.element(np_map, format!("{proto} . {np}"), verdict.clone());
+            self.element(np_map, ElemKey::node_port(proto, np), target);
         }
         if p.external == Target::Reject {
             return;
@@ -135,43 +143,44 @@ impl Ruleset {
         let mut rules = Vec::new();
         if p.external_local {
             // Node-originated traffic is masqueraded and may use any endpoint; so may pods.
-            rules.push("fib saddr type local jump mark-for-masquerade".to_owned());
+            rules.push(Rule::when(
+                vec![Match::FibSaddrLocal],
+                Action::Jump(MARK_CHAIN.into()),
+            ));
             let cluster_chain = match &p.cluster {
-                Target::Endpoints(_) if p.cluster_ip.is_some() => format!("goto {svc}"),
-                _ => "goto drop-chain".to_owned(),
+                Target::Endpoints(_) if p.cluster_ip.is_some() => svc.clone(),
+                _ => DROP_CHAIN.to_owned(),
             };
-            rules.push(format!("fib saddr type local {cluster_chain}"));
-            let pods: Vec<String> = pod_cidrs
-                .iter()
-                .filter(|c| Family::of(c.addr()) == p.key.family)
-                .map(ToString::to_string)
-                .collect();
-            if !pods.is_empty() {
-                rules.push(format!(
-                    "{fam} saddr {{ {} }} {cluster_chain}",
-                    pods.join(", ")
+            rules.push(Rule::when(
+                vec![Match::FibSaddrLocal],
+                Action::Goto(cluster_chain.clone()),
+            ));
+            for pods in pod_cidrs.iter().filter(|c| Family::of(c.addr()) == family) {
+                rules.push(Rule::when(
+                    vec![Match::Saddr(*pods)],
+                    Action::Goto(cluster_chain.clone()),
                 ));
             }
             match &p.external {
                 Target::Endpoints(eps) => {
                     let svl = format!("svl{id}");
                     self.balance(&svl, p, eps);
-                    rules.push(format!("goto {svl}"));
+                    rules.push(Rule::always(Action::Goto(svl)));
                 }
-                _ => rules.push("drop".into()),
+                _ => rules.push(Rule::always(Action::Drop)),
             }
         } else {
-            rules.push("jump mark-for-masquerade".into());
+            rules.push(Rule::always(Action::Jump(MARK_CHAIN.into())));
             match &p.external {
                 Target::Endpoints(_) if p.cluster == p.external && p.cluster_ip.is_some() => {
-                    rules.push(format!("goto {svc}"));
+                    rules.push(Rule::always(Action::Goto(svc)));
                 }
                 Target::Endpoints(eps) => {
                     let svx = format!("svx{id}");
                     self.balance(&svx, p, eps);
-                    rules.push(format!("goto {svx}"));
+                    rules.push(Rule::always(Action::Goto(svx)));
                 }
-                _ => rules.push("drop".into()),
+                _ => rules.push(Rule::always(Action::Drop)),
             }
         }
         self.chains.insert(ext, rules);
@@ -179,25 +188,18 @@ impl Ruleset {
 
     /// A chain `name` that picks one of `eps` (sticky with affinity) and the endpoint chains.
     fn balance(&mut self, name: &str, p: &ServicePort, eps: &[Endpoint]) {
-        let fam = fam(p.key.family);
+        let family = p.key.family;
         let mut rules = Vec::new();
         let mut targets = Vec::new();
         for e in eps {
             let ep = format!("ep{}", ep_ident(&p.key, e));
             if let Some(timeout) = p.affinity {
                 let set = format!("aff{}-{timeout}", ep_ident(&p.key, e));
-                rules.push(format!("{fam} saddr @{set} goto {ep}"));
-                self.sets.insert(
-                    set,
-                    format!(
-                        "type {}_addr; flags dynamic,timeout; timeout {timeout}s;",
-                        if p.key.family == Family::V4 {
-                            "ipv4"
-                        } else {
-                            "ipv6"
-                        }
-                    ),
-                );
+                rules.push(Rule::when(
+                    vec![Match::SaddrInSet(family, set.clone())],
+                    Action::Goto(ep.clone()),
+                ));
+                self.sets.insert(set, AffinitySet { family, timeout });
             }
             self.endpoint_chain(&ep, p, e);
             targets.push(ep);
@@ -208,38 +210,79 @@ impl Ruleset {
         // 10k-Service transaction take 46 s instead of ~2 s on this kernel. The cost moves to
         // the first packet of a connection: O(endpoints of this Service), never O(Services).
         let n = targets.len();
-        for (i, t) in targets.iter().enumerate() {
+        for (i, t) in targets.into_iter().enumerate() {
             if i + 1 == n {
-                rules.push(format!("goto {t}"));
+                rules.push(Rule::always(Action::Goto(t)));
             } else {
-                rules.push(format!("numgen random mod {} == 0 goto {t}", n - i));
+                let left = u32::try_from(n - i).unwrap_or(u32::MAX);
+                rules.push(Rule::when(vec![Match::Numgen(left)], Action::Goto(t)));
             }
         }
         self.chains.insert(name.to_owned(), rules);
     }
 
     fn endpoint_chain(&mut self, name: &str, p: &ServicePort, e: &Endpoint) {
-        let fam = fam(p.key.family);
-        let mut rules = vec![format!("{fam} saddr {} jump mark-for-masquerade", e.ip)];
+        let family = p.key.family;
+        let mut rules = vec![Rule::when(
+            vec![Match::Saddr(IpNet::from(e.ip))],
+            Action::Jump(MARK_CHAIN.into()),
+        )];
         if let Some(timeout) = p.affinity {
             let set = format!("aff{}-{timeout}", ep_ident(&p.key, e));
-            rules.push(format!("update @{set} {{ {fam} saddr }}"));
+            rules.push(Rule::always(Action::UpdateSaddr(family, set)));
         }
-        let to = match e.ip {
-            IpAddr::V4(ip) => format!("{ip}:{}", e.port),
-            IpAddr::V6(ip) => format!("[{ip}]:{}", e.port),
-        };
-        rules.push(format!(
-            "meta l4proto {} dnat {fam} to {to}",
-            p.key.proto.nft()
+        rules.push(Rule::when(
+            vec![Match::L4Proto(p.key.proto)],
+            Action::Dnat(SocketAddr::new(e.ip, e.port)),
         ));
         self.chains.insert(name.to_owned(), rules);
     }
 }
 
+/// Named sets of the static part (NodePort addresses), when a [`StaticConfig`] asks for them.
+pub const NODE_PORT_SETS: [&str; 2] = ["nodeport-ips-v4", "nodeport-ips-v6"];
+
+/// What the static part of the table depends on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StaticConfig {
+    /// The addresses NodePorts answer on; `None` means every local address but loopback
+    /// (`fib daddr type local`), `Some` only these (sets `nodeport-ips-v4/v6`).
+    pub node_port_ips: Option<Vec<IpAddr>>,
+}
+
+// === impl StaticConfig ===
+
+impl StaticConfig {
+    /// Whether `set` belongs to the static part under this config.
+    pub fn owns_set(&self, set: &str) -> bool {
+        self.node_port_ips.is_some() && NODE_PORT_SETS.contains(&set)
+    }
+}
+
 /// The declarations of maps and static chains, and the static chains' rules (flushed first).
-pub fn static_part() -> String {
+pub fn static_part(config: &StaticConfig) -> String {
     let mut s = format!("add table inet {TABLE}\n");
+    if let Some(ips) = &config.node_port_ips {
+        for (set, ty, family) in [
+            (NODE_PORT_SETS[0], "ipv4_addr", Family::V4),
+            (NODE_PORT_SETS[1], "ipv6_addr", Family::V6),
+        ] {
+            let _ = writeln!(s, "add set inet {TABLE} {set} {{ type {ty} ; }}");
+            let _ = writeln!(s, "flush set inet {TABLE} {set}");
+            let members: Vec<String> = ips
+                .iter()
+                .filter(|ip| Family::of(**ip) == family && !ip.is_loopback())
+                .map(ToString::to_string)
+                .collect();
+            if !members.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "add element inet {TABLE} {set} {{ {} }}",
+                    members.join(", ")
+                );
+            }
+        }
+    }
     for (m, ty) in [
         ("service-ips-v4", "ipv4_addr . inet_proto . inet_service"),
         ("service-ips-v6", "ipv6_addr . inet_proto . inet_service"),
@@ -323,19 +366,32 @@ pub fn static_part() -> String {
                 ips(prefix)
             ),
         );
-        // NodePorts on every local address but loopback (no route_localnet, CVE-2020-8558).
-        rule(
-            chain,
-            &format!(
-                "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @{prefix}-nodeports-v4"
-            ),
-        );
-        rule(
-            chain,
-            &format!(
-                "fib daddr type local ip6 daddr != ::1 meta l4proto . th dport vmap @{prefix}-nodeports-v6"
-            ),
-        );
+        if config.node_port_ips.is_some() {
+            // NodePorts on the configured addresses only (kube-proxy's --nodeport-addresses).
+            for (fam, set, v) in [("ip", NODE_PORT_SETS[0], 4), ("ip6", NODE_PORT_SETS[1], 6)] {
+                rule(
+                    chain,
+                    &format!(
+                        "{fam} daddr @{set} meta l4proto . th dport vmap @{prefix}-nodeports-v{v}"
+                    ),
+                );
+            }
+        } else {
+            // NodePorts on every local address but loopback (no route_localnet,
+            // CVE-2020-8558).
+            rule(
+                chain,
+                &format!(
+                    "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @{prefix}-nodeports-v4"
+                ),
+            );
+            rule(
+                chain,
+                &format!(
+                    "fib daddr type local ip6 daddr != ::1 meta l4proto . th dport vmap @{prefix}-nodeports-v6"
+                ),
+            );
+        }
     }
     rule(
         "mark-for-masquerade",
@@ -361,13 +417,6 @@ fn ips(prefix: &str) -> &'static str {
         "ips"
     } else {
         "services"
-    }
-}
-
-fn fam(f: Family) -> &'static str {
-    match f {
-        Family::V4 => "ip",
-        Family::V6 => "ip6",
     }
 }
 

@@ -1,6 +1,6 @@
 //! eBPF socket-level load balancing: `bpf/sock_lb.c`'s cgroup hooks (connect4/6, sendmsg4/6,
 //! recvmsg4/6, getpeername4/6) loaded with aya and attached to one cgroup v2 directory, with
-//! the service maps filled from the same [`ServiceTable`] as nftables. A connection from a
+//! the service maps filled from the same service ports as nftables. A connection from a
 //! process in that cgroup to a ClusterIP is made straight to a backend, so it costs what a
 //! connection to the pod IP costs; nftables stays in place for everything else (other
 //! processes, external traffic, Services with affinity or without endpoints).
@@ -17,7 +17,7 @@ use aya::programs::{CgroupAttachMode, CgroupSockAddr};
 use aya::{Ebpf, EbpfLoader};
 
 use super::ServicesError;
-use super::model::{Proto, ServiceTable, Target};
+use super::model::{Proto, ServicePort, Target};
 
 /// Environment variable naming the cgroup v2 directory to attach to (or `off`).
 pub const CGROUP_ENV: &str = knet_core::paths::env::SOCKET_LB_CGROUP;
@@ -75,11 +75,12 @@ pub fn configured_cgroup(paths: &knet_core::paths::Paths) -> Option<PathBuf> {
     }
 }
 
-/// The map entries for `table`: ClusterIP ports with endpoints and without affinity.
-pub fn entries(table: &ServiceTable) -> (Entries4, Entries6) {
+/// The map entries for these service ports: ClusterIP ports with endpoints and without
+/// affinity.
+pub fn entries<'a>(ports: impl IntoIterator<Item = &'a ServicePort>) -> (Entries4, Entries6) {
     let mut v4 = Entries4::new();
     let mut v6 = Entries6::new();
-    for p in &table.ports {
+    for p in ports {
         let (Some(vip), Target::Endpoints(eps)) = (p.cluster_ip, &p.cluster) else {
             continue;
         };
@@ -181,9 +182,13 @@ impl SocketLb {
         &self.cgroup
     }
 
-    /// Makes the maps hold `table`'s entries; returns how many services they hold.
-    pub fn sync(&mut self, table: &ServiceTable) -> Result<usize, ServicesError> {
-        let (v4, v6) = entries(table);
+    /// Makes the maps hold the entries of these service ports; returns how many services
+    /// they hold.
+    pub fn sync<'a>(
+        &mut self,
+        ports: impl IntoIterator<Item = &'a ServicePort>,
+    ) -> Result<usize, ServicesError> {
+        let (v4, v6) = entries(ports);
         update(&mut self.ebpf, "knet_svc_v4", &self.v4, &v4, 8)?;
         update(&mut self.ebpf, "knet_svc_v6", &self.v6, &v6, 18)?;
         let services = count_slot0(&v4, 8) + count_slot0(&v6, 20);
@@ -251,7 +256,7 @@ mod tests {
                 "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
                 "endpoints": [{"addresses": ["10.1.0.5"]}, {"addresses": ["10.1.0.6"]}]}))
         .expect("slice");
-        let table = ServiceTable::build([&svc], [&slice], "n", false);
+        let table = crate::services::model::ServiceTable::build([&svc], [&slice], "n", false);
         let (v4, v6) = entries(&table);
         assert!(v6.is_empty());
         assert_eq!(v4.len(), 3);

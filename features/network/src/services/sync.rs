@@ -1,7 +1,9 @@
 //! The services sync loop: any change of a Service, EndpointSlice or Node (shared watches) →
-//! wait [`DEBOUNCE`] → compute the service table → render → apply only the difference from the
-//! last applied ruleset as one nft transaction; a full transaction at start, after a failure and
-//! every [`RESYNC`] repairs drift (someone flushing a chain, a crash mid-way).
+//! wait [`DEBOUNCE`] → recompute and re-render only the Services whose objects changed
+//! ([`Desired`]) → apply the difference as one nf_tables netlink batch ([`NfSocket`]). A full
+//! `nft -f -` transaction, from a model recomputed from scratch, runs at start, after a failure,
+//! when the static part changes and every [`RESYNC`], and repairs drift (someone flushing a
+//! chain, a crash mid-way).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -13,12 +15,16 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use knet_core::FeatureContext;
 use tokio_util::sync::CancellationToken;
 
-use super::apply::{diff_script, full_script, parse_names};
+use k8s_openapi::jiff::Timestamp;
+
+use super::apply::{Diff, full_script, parse_names};
 use super::conntrack::{Flow, flush, stale, udp_flows};
+use super::desired::{Desired, NodeInputs};
 use super::exec::{nft_apply, nft_list};
 use super::health::{HealthServers, wanted};
-use super::model::ServiceTable;
-use super::render::{Ruleset, TABLE};
+use super::metrics;
+use super::nfnl::NfSocket;
+use super::render::{StaticConfig, TABLE};
 use super::socket_lb::{SocketLb, configured_cgroup};
 use super::status::StatusLine;
 use super::{ServicesError, route, sctp_supported};
@@ -37,10 +43,18 @@ const FIRST_LIST: Duration = Duration::from_secs(30);
 /// What the loop remembers between passes.
 #[derive(Default)]
 struct Applied {
-    ruleset: Option<Ruleset>,
+    /// The desired state, updated incrementally.
+    desired: Desired,
+    /// Whether the kernel holds `desired` as of the last successful pass (otherwise the next
+    /// pass is a full one).
+    in_kernel: bool,
+    /// The static part the kernel holds.
+    static_config: Option<StaticConfig>,
     flows: BTreeSet<Flow>,
     last_full: Option<Instant>,
     skipped: usize,
+    /// The netlink socket for incremental batches (opened on first use).
+    socket: Option<NfSocket>,
 }
 
 /// Runs the loop until `shutdown`.
@@ -109,7 +123,7 @@ pub async fn run(
             Err(error) => {
                 tracing::warn!(%error, "services sync failed");
                 line.services(format!("services: failed: {error}"));
-                applied.ruleset = None;
+                applied.in_kernel = false;
                 RETRY
             }
         };
@@ -158,17 +172,33 @@ impl Pass<'_> {
     ) -> Result<String, ServicesError> {
         let t0 = Instant::now();
         let cfg = self.ctx.current_config();
+        let inputs = NodeInputs {
+            node: self.ctx.node_name.clone(),
+            sctp: self.sctp,
+            pod_cidrs: cfg.pod_cidr.cidrs().to_vec(),
+        };
+        let static_config = StaticConfig::default();
+        let full = !applied.in_kernel
+            || applied.static_config.as_ref() != Some(&static_config)
+            || applied.last_full.is_none_or(|t| t.elapsed() >= RESYNC);
+        if full {
+            // Recompute everything from scratch as well: the resync also repairs any drift of
+            // the incremental model.
+            applied.desired.reset();
+        }
         let svcs = services.objects();
         let eps = slices.objects();
-        let table = ServiceTable::build(
+        let update = applied.desired.update(
             svcs.iter().map(AsRef::as_ref),
             eps.iter().map(AsRef::as_ref),
-            &self.ctx.node_name,
-            self.sctp,
+            &inputs,
+            !full,
         );
-        if table.skipped.len() != applied.skipped {
-            applied.skipped = table.skipped.len();
-            for k in &table.skipped {
+        let desired = &applied.desired;
+        let skipped = desired.skipped().count();
+        if skipped != applied.skipped {
+            applied.skipped = skipped;
+            for k in desired.skipped() {
                 tracing::warn!(
                     service = %format!("{}/{}", k.namespace, k.name),
                     port = %k.port_name,
@@ -176,7 +206,6 @@ impl Pass<'_> {
                 );
             }
         }
-        let ruleset = Ruleset::render(&table, cfg.pod_cidr.cidrs());
         let computed = t0.elapsed();
 
         if let Some(nl) = self.nl {
@@ -192,47 +221,82 @@ impl Pass<'_> {
             }
         }
 
-        let full =
-            applied.ruleset.is_none() || applied.last_full.is_none_or(|t| t.elapsed() >= RESYNC);
         let t1 = Instant::now();
-        let script = match (&applied.ruleset, full) {
-            (Some(prev), false) => diff_script(prev, &ruleset),
-            _ => full_script(&parse_names(&nft_list(self.netns).await?), &ruleset),
-        };
-        if !script.is_empty() {
+        let (how, size) = if full {
+            let kernel = parse_names(&nft_list(self.netns).await?);
+            let script = full_script(&kernel, &static_config, desired.ruleset());
             nft_apply(self.netns, &script).await?;
-        }
-        let apply = t1.elapsed();
-        if full {
+            applied.static_config = Some(static_config);
             applied.last_full = Some(Instant::now());
+            ("nft", script.len())
+        } else {
+            self.apply_incremental(&mut applied.socket, &update.diff)
+                .await?
+        };
+        applied.in_kernel = true;
+        let apply = t1.elapsed();
+        metrics::sync_pass(t0.elapsed().as_secs_f64(), full, true);
+        let now = Timestamp::now();
+        for t in &update.triggers {
+            metrics::programmed(now.duration_since(*t).as_secs_f64());
         }
-        let flows = udp_flows(&table);
+        let flows = udp_flows(desired.ports());
         flush(self.netns, &stale(&applied.flows, &flows)).await;
         applied.flows = flows;
-        health.sync(&wanted(&table)).await;
+        health.sync(&wanted(desired.ports())).await;
         let dataplane = match lb {
             Lb::Off => "nftables".to_owned(),
             Lb::Failed(why) => format!("nftables (socket LB unavailable: {why})"),
             Lb::On(sock) => {
-                sock.sync(&table)?;
+                sock.sync(desired.ports())?;
                 "nftables + socket LB".to_owned()
             }
         };
+        let ports = desired.ports().count();
         tracing::debug!(
-            ports = table.ports.len(),
-            chains = ruleset.chains.len(),
-            elements = ruleset.element_count(),
+            ports,
+            recomputed = update.recomputed,
+            chains = desired.ruleset().chains.len(),
+            elements = desired.ruleset().element_count(),
             full,
-            bytes = script.len(),
+            how,
+            size,
             ?computed,
             ?apply,
+            total = ?t0.elapsed(),
             "services synced"
         );
-        let msg = format!(
-            "services: {dataplane}, {} service ports (table inet {TABLE})",
-            table.ports.len()
-        );
-        applied.ruleset = Some(ruleset);
-        Ok(msg)
+        Ok(format!(
+            "services: {dataplane}, {ports} service ports (table inet {TABLE})"
+        ))
+    }
+
+    /// Applies `diff` as a netlink batch (as `nft` text if no netlink socket can be opened);
+    /// how, and the size sent.
+    async fn apply_incremental(
+        &self,
+        socket: &mut Option<NfSocket>,
+        diff: &Diff,
+    ) -> Result<(&'static str, usize), ServicesError> {
+        if diff.is_empty() {
+            return Ok(("nothing", 0));
+        }
+        if socket.is_none() {
+            match NfSocket::open(self.netns).await {
+                Ok(s) => *socket = Some(s),
+                Err(error) => tracing::warn!(%error, "no nf_tables netlink socket; using nft"),
+            }
+        }
+        match socket {
+            Some(s) => {
+                let (_, bytes) = s.apply(diff).inspect_err(|_| *socket = None)?;
+                Ok(("netlink", bytes))
+            }
+            None => {
+                let script = diff.script();
+                nft_apply(self.netns, &script).await?;
+                Ok(("nft", script.len()))
+            }
+        }
     }
 }

@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use knet_e2e::Lab;
-use knet_network::services::apply::{diff_script, full_script, parse_names};
+use knet_network::services::apply::{full_script, parse_names};
+use knet_network::services::desired::{Desired, NodeInputs};
 use knet_network::services::exec::{nft_apply, nft_list};
-use knet_network::services::model::ServiceTable;
-use knet_network::services::render::Ruleset;
+use knet_network::services::nfnl::NfSocket;
+use knet_network::services::render::StaticConfig;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -119,7 +120,15 @@ async fn kube_proxy_syncs(lab: &Lab) -> (f64, u64) {
 
 struct KnetRun {
     netns: String,
-    applied: Ruleset,
+    desired: Desired,
+}
+
+fn inputs() -> NodeInputs {
+    NodeInputs {
+        node: "node-1".into(),
+        sctp: false,
+        pod_cidrs: vec!["10.1.0.0/16".parse().expect("cidr")],
+    }
 }
 
 async fn knet_cold(lab: &Lab, tag: &str) -> (Duration, Duration, KnetRun) {
@@ -137,13 +146,12 @@ async fn knet_cold(lab: &Lab, tag: &str) -> (Duration, Duration, KnetRun) {
         .expect("list");
     let listed = t0.elapsed();
     let t1 = Instant::now();
-    let table = ServiceTable::build(&svcs.items, &slices.items, "node-1", false);
-    let r = Ruleset::render(&table, &["10.1.0.0/16".parse().expect("cidr")]);
+    let mut desired = Desired::default();
+    desired.update(&svcs.items, &slices.items, &inputs(), false);
     let kernel = parse_names(&nft_list(Some(&path)).await.expect("list"));
-    nft_apply(Some(&path), &full_script(&kernel, &r))
-        .await
-        .expect("apply");
-    (listed, t1.elapsed(), KnetRun { netns, applied: r })
+    let script = full_script(&kernel, &StaticConfig::default(), desired.ruleset());
+    nft_apply(Some(&path), &script).await.expect("apply");
+    (listed, t1.elapsed(), KnetRun { netns, desired })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +222,7 @@ async fn bench_programming_against_kube_proxy() {
         let (sum, count) = kube_proxy_syncs(&lab).await;
         // The cold sync dominates the sum; report the largest single share we can know: the sum
         // of all syncs so far (an upper bound on the cold sync).
-        let (listed, knet_apply, run) = knet_cold(&lab, &n.to_string()).await;
+        let (listed, knet_apply, mut run) = knet_cold(&lab, &n.to_string()).await;
 
         let mut change = String::from("-");
         if n == 10_000 {
@@ -245,19 +253,17 @@ async fn bench_programming_against_kube_proxy() {
                 .list(&Default::default())
                 .await
                 .expect("list");
+            let path = knet_e2e::netns::path(&run.netns);
+            let mut socket = NfSocket::open(Some(&path)).await.expect("netlink socket");
             let t = Instant::now();
-            let table = ServiceTable::build(&svcs.items, &all.items, "node-1", false);
-            let r = Ruleset::render(&table, &["10.1.0.0/16".parse().expect("cidr")]);
-            let diff = diff_script(&run.applied, &r);
-            nft_apply(Some(&knet_e2e::netns::path(&run.netns)), &diff)
-                .await
-                .expect("diff");
+            let update = run.desired.update(&svcs.items, &all.items, &inputs(), true);
+            let (messages, _) = socket.apply(&update.diff).expect("netlink batch");
             change = format!(
-                "kube-proxy {:.1} ms per sync ({} syncs) / knet {:.1?} ({} nft lines)",
+                "kube-proxy {:.1} ms per sync ({} syncs) / knet {:.1?} ({} Service recomputed, {messages} netlink messages)",
                 kp * 1000.0,
                 later.1 - count,
                 t.elapsed(),
-                diff.lines().count()
+                update.recomputed,
             );
         }
         let _ = child.kill().await;

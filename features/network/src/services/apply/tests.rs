@@ -1,53 +1,55 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::services::model::Proto;
+use crate::services::rule::Action;
 
-fn ruleset(chains: &[(&str, &[&str])], elements: &[(&'static str, &str, &str)]) -> Ruleset {
+/// Chains whose rules are `goto <chain>`, and elements `10.0.0.<i> . tcp . 80 : goto <chain>`.
+fn ruleset(chains: &[(&str, &[&str])], elements: &[(&'static str, u8, &str)]) -> Ruleset {
     let mut r = Ruleset::default();
     for (n, rules) in chains {
         r.chains.insert(
             (*n).to_owned(),
-            rules.iter().map(|s| (*s).to_owned()).collect(),
+            rules
+                .iter()
+                .map(|s| Rule::always(Action::Goto((*s).to_owned())))
+                .collect(),
         );
     }
-    for (m, k, v) in elements {
+    for (m, i, v) in elements {
         r.elements
             .entry(*m)
             .or_insert_with(BTreeMap::new)
-            .insert((*k).to_owned(), (*v).to_owned());
+            .insert(vip(*i), Goto((*v).to_owned()));
     }
     r
 }
 
+fn vip(i: u8) -> ElemKey {
+    ElemKey::vip(std::net::Ipv4Addr::new(10, 0, 0, i).into(), Proto::Tcp, 80)
+}
+
 #[test]
 fn an_unchanged_ruleset_needs_no_transaction() {
-    let r = ruleset(&[("svc", &["goto ep"]), ("ep", &["dnat"])], &[]);
+    let r = ruleset(&[("svc", &["ep"]), ("ep", &["x"])], &[]);
     assert_eq!(diff_script(&r, &r), "");
 }
 
 #[test]
 fn an_endpoint_change_touches_only_its_chains() {
     let prev = ruleset(
-        &[
-            ("svc", &["goto ep1"]),
-            ("ep1", &["dnat 1"]),
-            ("other", &["x"]),
-        ],
-        &[("service-ips-v4", "10.0.0.1 . tcp . 80", "goto svc")],
+        &[("svc", &["ep1"]), ("ep1", &["x1"]), ("other", &["x"])],
+        &[("service-ips-v4", 1, "svc")],
     );
     let next = ruleset(
-        &[
-            ("svc", &["goto ep2"]),
-            ("ep2", &["dnat 2"]),
-            ("other", &["x"]),
-        ],
-        &[("service-ips-v4", "10.0.0.1 . tcp . 80", "goto svc")],
+        &[("svc", &["ep2"]), ("ep2", &["x2"]), ("other", &["x"])],
+        &[("service-ips-v4", 1, "svc")],
     );
     let s = diff_script(&prev, &next);
     assert_eq!(
         s,
         "add chain inet knet-services ep2\n\
-         add rule inet knet-services ep2 dnat 2\n\
+         add rule inet knet-services ep2 goto x2\n\
          flush chain inet knet-services svc\n\
          add rule inet knet-services svc goto ep2\n\
          flush chain inet knet-services ep1\n\
@@ -58,8 +60,8 @@ fn an_endpoint_change_touches_only_its_chains() {
 #[test]
 fn removed_services_lose_their_elements_before_their_chains() {
     let prev = ruleset(
-        &[("svc", &["goto ep"]), ("ep", &["dnat"])],
-        &[("service-ips-v4", "10.0.0.1 . tcp . 80", "goto svc")],
+        &[("svc", &["ep"]), ("ep", &["x"])],
+        &[("service-ips-v4", 1, "svc")],
     );
     let s = diff_script(&prev, &Ruleset::default());
     let del_el = s
@@ -78,10 +80,10 @@ fn full_script_removes_what_the_kernel_has_beyond_the_ruleset() {
     );
     assert!(kernel.chains.contains("svc-old") && kernel.sets.contains("aff-old"));
     let next = ruleset(
-        &[("svc", &["goto ep"]), ("ep", &["dnat"])],
-        &[("service-ips-v4", "10.0.0.1 . tcp . 80", "goto svc")],
+        &[("svc", &["ep"]), ("ep", &["x"])],
+        &[("service-ips-v4", 1, "svc")],
     );
-    let s = full_script(&kernel, &next);
+    let s = full_script(&kernel, &StaticConfig::default(), &next);
     assert!(s.starts_with("add table inet knet-services\n"));
     assert!(s.contains("flush map inet knet-services service-ips-v4\n"));
     assert!(s.contains("delete chain inet knet-services svc-old\n"));

@@ -1,7 +1,16 @@
 use serde_json::json;
 
 use super::*;
-use crate::services::model::ServiceTable;
+use crate::services::model::{Proto, ServiceTable};
+
+/// A chain's rules as text.
+fn texts(rules: &[Rule]) -> Vec<String> {
+    rules.iter().map(ToString::to_string).collect()
+}
+
+fn np(port: u16) -> ElemKey {
+    ElemKey::node_port(Proto::Tcp, port)
+}
 
 fn table(svc: serde_json::Value, eps: &[(&str, &str)]) -> ServiceTable {
     let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(svc).expect("svc");
@@ -44,13 +53,13 @@ fn cluster_ip_dispatches_through_the_map_and_balances_with_a_numgen_cascade() {
     let els = &r.elements["service-ips-v4"];
     assert_eq!(els.len(), 1);
     let (key, verdict) = els.iter().next().expect("element");
-    assert_eq!(key, "10.152.183.5 . tcp . 80");
-    let svc = verdict.strip_prefix("goto ").expect("goto");
+    assert_eq!(key.to_string(), "10.152.183.5 . tcp . 80");
+    let svc = verdict.0.as_str();
     assert!(
         svc.starts_with("svc4-") && svc.ends_with("-ns/web/tcp/http"),
         "{svc}"
     );
-    let rules = &r.chains[svc];
+    let rules = texts(&r.chains[svc]);
     assert_eq!(rules.len(), 2);
     assert!(
         rules[0].starts_with("numgen random mod 2 == 0 goto ep4-"),
@@ -63,7 +72,7 @@ fn cluster_ip_dispatches_through_the_map_and_balances_with_a_numgen_cascade() {
         .find(|k| k.starts_with("ep4-") && k.ends_with("__10.1.0.5/8080"))
         .expect("endpoint chain");
     assert_eq!(
-        r.chains[ep],
+        texts(&r.chains[ep]),
         vec![
             "ip saddr 10.1.0.5 jump mark-for-masquerade".to_owned(),
             "meta l4proto tcp dnat ip to 10.1.0.5:8080".to_owned(),
@@ -81,10 +90,9 @@ fn node_port_with_cluster_policy_masquerades_then_uses_the_service_chain() {
         &table(web(json!({"type": "NodePort"})), &[("10.1.0.5", "node-1")]),
         &pods(),
     );
-    let v = &r.elements["service-nodeports-v4"]["tcp . 30080"];
-    let ext = v.strip_prefix("goto ").expect("goto");
+    let ext = &r.elements["service-nodeports-v4"][&np(30080)].0;
     assert!(ext.starts_with("ext4-"));
-    let rules = &r.chains[ext];
+    let rules = texts(&r.chains[ext]);
     assert_eq!(rules[0], "jump mark-for-masquerade");
     assert!(rules[1].starts_with("goto svc4-"), "{rules:?}");
 }
@@ -98,29 +106,30 @@ fn external_policy_local_keeps_the_source_and_short_circuits_pods_and_the_node()
         ),
         &pods(),
     );
-    let ext = r.elements["service-nodeports-v4"]["tcp . 30080"]
-        .strip_prefix("goto ")
-        .expect("goto")
-        .to_owned();
-    let rules = &r.chains[&ext];
+    let ext = r.elements["service-nodeports-v4"][&np(30080)].0.clone();
+    let rules = texts(&r.chains[&ext]);
     assert_eq!(rules[0], "fib saddr type local jump mark-for-masquerade");
     assert!(rules[1].starts_with("fib saddr type local goto svc4-"));
-    assert!(rules[2].starts_with("ip saddr { 10.1.0.0/16 } goto svc4-"));
+    assert!(rules[2].starts_with("ip saddr 10.1.0.0/16 goto svc4-"));
     let svl = rules[3].strip_prefix("goto ").expect("goto svl");
     assert!(svl.starts_with("svl4-"));
     assert_eq!(r.chains[svl].len(), 1);
-    assert!(r.chains[svl][0].contains("__10.1.0.5/8080"), "local only");
+    assert!(
+        r.chains[svl][0].to_string().contains("__10.1.0.5/8080"),
+        "local only"
+    );
 }
 
 #[test]
 fn no_endpoints_go_to_the_reject_maps() {
     let r = Ruleset::render(&table(web(json!({"type": "NodePort"})), &[]), &pods());
+    let vip = ElemKey::vip("10.152.183.5".parse().expect("ip"), Proto::Tcp, 80);
     assert_eq!(
-        r.elements["no-endpoint-services-v4"]["10.152.183.5 . tcp . 80"],
+        r.elements["no-endpoint-services-v4"][&vip].to_string(),
         "goto reject-chain"
     );
     assert_eq!(
-        r.elements["no-endpoint-nodeports-v4"]["tcp . 30080"],
+        r.elements["no-endpoint-nodeports-v4"][&np(30080)].to_string(),
         "goto reject-chain"
     );
     assert!(r.elements["service-ips-v4"].is_empty());
@@ -140,24 +149,31 @@ fn affinity_uses_one_timeout_set_per_endpoint() {
     assert_eq!(r.sets.len(), 2);
     let (name, body) = r.sets.iter().next().expect("set");
     assert!(name.starts_with("aff4-") && name.ends_with("-7"), "{name}");
-    assert_eq!(body, "type ipv4_addr; flags dynamic,timeout; timeout 7s;");
+    assert_eq!(
+        body.to_string(),
+        "type ipv4_addr; flags dynamic,timeout; timeout 7s;"
+    );
     let svc = r
         .chains
         .keys()
         .find(|k| k.starts_with("svc4-"))
         .expect("svc");
-    assert!(r.chains[svc][0].starts_with(&format!("ip saddr @{name} goto ep4-")));
+    assert!(
+        r.chains[svc][0]
+            .to_string()
+            .starts_with(&format!("ip saddr @{name} goto ep4-"))
+    );
     let ep = r
         .chains
         .iter()
         .find(|(k, _)| k.starts_with("ep4-") && k.contains("10.1.0.5"))
         .expect("ep");
-    assert!(ep.1.contains(&format!("update @{name} {{ ip saddr }}")));
+    assert!(texts(ep.1).contains(&format!("update @{name} {{ ip saddr }}")));
 }
 
 #[test]
 fn static_part_hooks_every_path() {
-    let s = static_part();
+    let s = static_part(&StaticConfig::default());
     for needle in [
         "add chain inet knet-services nat-prerouting { type nat hook prerouting priority -100 ; policy accept ; }",
         "add chain inet knet-services nat-output { type nat hook output priority -100 ; policy accept ; }",
