@@ -8,12 +8,14 @@
 mod cidr;
 mod error;
 mod keys;
+mod node_port;
 mod types;
 mod validate;
 
 pub use cidr::{CidrList, PoolRange};
 pub use error::ConfigError;
 pub use keys::{get_key, set_key, valid_keys};
+pub use node_port::NodePortAddress;
 pub use types::{
     ClusterConfig, DnsConfig, GatewayConfig, IngressConfig, LoadBalancerConfig, Mtu, Nameserver,
     NetworkConfig, NetworkMode, NetworkPolicyConfig,

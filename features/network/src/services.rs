@@ -11,6 +11,7 @@
 //! ([`health`]). Disabling the network feature calls [`cleanup`], which removes all of it.
 
 pub mod apply;
+pub mod base;
 pub mod conntrack;
 pub mod desired;
 pub mod exec;

@@ -11,11 +11,12 @@ use std::io::ErrorKind;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use knet_network::services::apply::{delete_script, full_script, parse_names};
+use knet_network::services::base::{STATIC_CHAINS, StaticConfig};
 use knet_network::services::desired::{Desired, NodeInputs};
 use knet_network::services::exec::{nft_apply, nft_list};
 use knet_network::services::model::ServiceTable;
 use knet_network::services::nfnl::NfSocket;
-use knet_network::services::render::{Ruleset, StaticConfig};
+use knet_network::services::render::Ruleset;
 use lab::{NODE_IP, OUTSIDE_IP, Topology, privileged};
 use serde_json::{Value, json};
 
@@ -118,6 +119,7 @@ async fn services_translate_reject_update_and_clean_up() {
         node: "node".into(),
         sctp: false,
         pod_cidrs: vec!["10.1.0.0/16".parse().expect("cidr")],
+        node_ips: Vec::new(),
     };
     desired.update(&services, &slices, &inputs, true);
     let first = desired.ruleset().clone();
@@ -211,7 +213,7 @@ async fn services_translate_reject_update_and_clean_up() {
     let kernel = parse_names(&nft_list(ns).await.expect("list"));
     assert_eq!(
         kernel.chains.len(),
-        second.chains.len() + 12,
+        second.chains.len() + STATIC_CHAINS.len(),
         "no stale chains after a resync"
     );
     nft_apply(ns, &delete_script()).await.expect("delete");

@@ -21,11 +21,12 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use knet_network::services::apply::{full_script, parse_names};
+use knet_network::services::base::StaticConfig;
 use knet_network::services::desired::{Desired, NodeInputs};
 use knet_network::services::exec::{nft_apply, nft_list};
 use knet_network::services::model::ServiceTable;
 use knet_network::services::nfnl::NfSocket;
-use knet_network::services::render::{Ruleset, StaticConfig};
+use knet_network::services::render::Ruleset;
 use knet_network::services::socket_lb::SocketLb;
 use lab::{Ns, Topology, privileged};
 use serde_json::json;
@@ -88,15 +89,19 @@ fn inputs() -> NodeInputs {
         node: "node".into(),
         sctp: false,
         pod_cidrs: vec!["10.1.0.0/16".parse().expect("cidr")],
+        node_ips: Vec::new(),
     }
 }
+
+/// Rounds of the one-endpoint change at each size (medians reported).
+const CHANGE_ROUNDS: u32 = 9;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: prints figures"]
 async fn bench_rule_programming() {
     assert!(privileged(), "needs root and nft");
     println!(
-        "| Services | cold: model+render | cold: nft apply | cold total | script | one-endpoint change: model | netlink apply | total | batch | same diff via nft -f |"
+        "| Services | cold: model+render | cold: nft apply | cold total | script | one-endpoint change: model | netlink apply | total (max) | batch | same diff via nft -f |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for n in [1_000u32, 10_000, 30_000] {
@@ -113,38 +118,60 @@ async fn bench_rule_programming() {
         nft_apply(Some(&path), &script).await.expect("cold apply");
         let applied = t1.elapsed();
         let mut socket = NfSocket::open(Some(&path)).await.expect("netlink socket");
-        // One endpoint of one Service replaced (a new resourceVersion, as the API server
-        // writes it), twice: through netlink, then back through `nft -f` for comparison.
-        let mid = n / 2;
-        let change = |slices: &mut [EndpointSlice], rv: &str, other: u32| {
-            let mut v: serde_json::Value =
-                serde_json::to_value(&slices[mid as usize]).expect("json");
-            v["metadata"]["resourceVersion"] = json!(rv);
-            v["endpoints"][1]["addresses"] = json!([ep(other).to_string()]);
-            slices[mid as usize] = serde_json::from_value(v).expect("slice");
+        // One endpoint of one Service replaced, with a new resourceVersion as the API server
+        // writes it; the model recomputes that Service and the diff goes out over netlink.
+        let mid = (n / 2) as usize;
+        let mut change = |round: u32| {
+            let mut v: serde_json::Value = serde_json::to_value(&slices[mid]).expect("json");
+            v["metadata"]["resourceVersion"] = json!(format!("r{round}"));
+            v["endpoints"][1]["addresses"] = json!([ep(3 * n + round).to_string()]);
+            slices[mid] = serde_json::from_value(v).expect("slice");
+            slices.clone()
         };
-        change(&mut slices, "2", 3 * n + 7);
-        let t2 = Instant::now();
-        let update = desired.update(&svcs, &slices, &inputs(), true);
-        let model = t2.elapsed();
-        let t3 = Instant::now();
-        let (messages, bytes) = socket.apply(&update.diff).expect("netlink apply");
-        let netlink = t3.elapsed();
-        assert_eq!(update.recomputed, 1);
-        change(&mut slices, "3", 2 * mid + 1);
-        let back = desired.update(&svcs, &slices, &inputs(), true);
-        let t4 = Instant::now();
-        nft_apply(Some(&path), &back.diff.script())
-            .await
-            .expect("nft apply");
-        let via_nft = t4.elapsed();
+        let (mut models, mut applies, mut totals) = (Vec::new(), Vec::new(), Vec::new());
+        let mut batch = (0, 0);
+        for round in 0..CHANGE_ROUNDS {
+            let now = change(round);
+            let t2 = Instant::now();
+            let update = desired.update(&svcs, &now, &inputs(), true);
+            let model = t2.elapsed();
+            let t3 = Instant::now();
+            batch = socket.apply(&update.diff).expect("netlink apply");
+            let netlink = t3.elapsed();
+            assert_eq!(update.recomputed, 1);
+            models.push(model);
+            applies.push(netlink);
+            totals.push(model + netlink);
+        }
+        // The same kind of diff through `nft -f`, for comparison.
+        let mut via_nft = Vec::new();
+        for round in CHANGE_ROUNDS..CHANGE_ROUNDS + 3 {
+            let now = change(round);
+            let update = desired.update(&svcs, &now, &inputs(), true);
+            let t4 = Instant::now();
+            nft_apply(Some(&path), &update.diff.script())
+                .await
+                .expect("nft apply");
+            via_nft.push(t4.elapsed());
+        }
+        let max = totals.iter().max().copied().unwrap_or_default();
         println!(
-            "| {n} | {computed:.0?} | {applied:.0?} | {:.0?} | {} KiB | {model:.1?} | {netlink:.1?} | {:.1?} | {messages} messages, {bytes} B | {via_nft:.0?} |",
+            "| {n} | {computed:.0?} | {applied:.0?} | {:.0?} | {} KiB | {:.1?} | {:.1?} | {:.1?} ({max:.1?}) | {} messages, {} B | {:.0?} |",
             computed + applied,
             script.len() / 1024,
-            model + netlink,
+            median_time(models),
+            median_time(applies),
+            median_time(totals),
+            batch.0,
+            batch.1,
+            median_time(via_nft),
         );
     }
+}
+
+fn median_time(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
 /// Runs in a child process (the test binary re-executed) so that it alone joins the cgroup.

@@ -1,5 +1,5 @@
 //! The nf_tables netlink encoder against `nft` on the real kernel: the same ruleset (every rule
-//! shape the renderer produces, IPv4 and IPv6) applied as a netlink batch in one namespace and
+//! shape the renderer produces, IPv4 and IPv6, firewall chains included) applied as a netlink batch in one namespace and
 //! as `nft -f` text in another gives the same `nft list table`, both as text and as the
 //! kernel's expressions (`nft --debug=netlink`); so do an incremental change and a removal of
 //! everything. A batch the kernel refuses is reported with the message it refused and changes
@@ -12,10 +12,11 @@ mod lab;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use knet_network::services::apply::{Diff, full_script, parse_names};
+use knet_network::services::base::StaticConfig;
 use knet_network::services::exec::{nft_apply, nft_list};
 use knet_network::services::model::ServiceTable;
 use knet_network::services::nfnl::NfSocket;
-use knet_network::services::render::{Ruleset, StaticConfig};
+use knet_network::services::render::Ruleset;
 use lab::{Ns, privileged};
 use serde_json::{Value, json};
 
@@ -90,6 +91,22 @@ fn objects(variant: u8) -> (Vec<Service>, Vec<EndpointSlice>) {
             &["10.152.183.11"],
             json!({"internalTrafficPolicy": "Local"}),
         ),
+        {
+            let ranges = if variant == 0 {
+                json!(["203.0.113.0/25", "198.51.100.7/32", "2001:db8::/33"])
+            } else {
+                json!(["203.0.113.128/25"])
+            };
+            let mut s = service(
+                "fw",
+                &["10.152.183.12", "fd00:152::12"],
+                json!({"type": "LoadBalancer", "loadBalancerSourceRanges": ranges}),
+            );
+            s.status = serde_json::from_value(json!({"loadBalancer": {"ingress": [
+                {"ip": "192.0.2.30"}, {"ip": "2001:db8:30::1"}]}}))
+            .expect("status");
+            s
+        },
     ];
     let mut web4 = vec![("10.1.0.11", "node"), ("10.2.16.5", "other")];
     if variant == 1 {
@@ -113,6 +130,7 @@ fn objects(variant: u8) -> (Vec<Service>, Vec<EndpointSlice>) {
         slice("sticky", "IPv6", &[("fd00:10::13", "node")]),
         slice("ext", "IPv4", &[("10.1.0.15", "node")]),
         slice("internal", "IPv4", &[("10.2.16.9", "other")]),
+        slice("fw", "IPv4", &[("10.1.0.16", "node")]),
     ];
     (services, slices)
 }
@@ -126,7 +144,9 @@ fn render(variant: u8) -> Ruleset {
         "fd00:10::/64",
         "fd00:11::/60",
     ];
-    Ruleset::render(&table, &pods.map(|p| p.parse().expect("cidr")))
+    // The node is inside a source range: its LB IPs are admitted as sources too.
+    let node = ["203.0.113.9".parse().expect("ip")];
+    Ruleset::render_ports(&table.ports, &pods.map(|p| p.parse().expect("cidr")), &node)
 }
 
 /// `nft list table` and the kernel's expressions of every rule (`nft --debug=netlink`), with

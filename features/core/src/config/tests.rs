@@ -21,6 +21,7 @@ fn defaults_match_the_documented_table() {
     assert_eq!(c.network.mode, NetworkMode::Auto);
     assert_eq!(c.network.vxlan_port, 8472);
     assert_eq!(c.network.mtu, Mtu::Auto);
+    assert_eq!(c.network.nodeport_addresses, vec![NodePortAddress::All]);
     assert_eq!(c.dns.cluster_domain, "cluster.local");
     assert_eq!(c.dns_service_ip().to_string(), "10.152.183.10");
     assert_eq!(c.kubernetes_service_ip().to_string(), "10.152.183.1");
@@ -116,6 +117,44 @@ fn set_changes_typed_values() {
     assert_eq!(c.ingress.default_tls_secret, "1234");
     let c = set(&c, "gateway.enabled=true").expect("gateway on");
     assert!(c.enabled(FeatureId::Gateway));
+}
+
+#[test]
+fn nodeport_addresses_take_keywords_and_cidrs_and_refuse_loopback() {
+    let c = ClusterConfig::default();
+    let c = set(&c, "network.nodeport-addresses=primary, 192.168.1.7/24").expect("list");
+    assert_eq!(
+        c.network.nodeport_addresses,
+        vec![
+            NodePortAddress::Primary,
+            NodePortAddress::Cidr("192.168.1.0/24".parse().expect("cidr")),
+        ]
+    );
+    assert_eq!(
+        get_key(&c, "network.nodeport-addresses").expect("get"),
+        serde_yaml::from_str::<serde_yaml::Value>("[primary, 192.168.1.0/24]").expect("yaml")
+    );
+    assert_eq!(
+        set(&c, "network.nodeport-addresses=0.0.0.0/0")
+            .expect("zero CIDR")
+            .network
+            .nodeport_addresses,
+        vec![NodePortAddress::All]
+    );
+    for (value, says) in [
+        ("localhost", "CVE-2020-8558"),
+        ("127.0.0.0/8", "CVE-2020-8558"),
+        ("::1/128", "CVE-2020-8558"),
+        ("eth0", "use all, primary or a CIDR"),
+        ("", "list at least one of all, primary or a CIDR"),
+    ] {
+        let e = err(&c, &format!("network.nodeport-addresses={value}"));
+        assert!(e.contains(says), "{value}: {e}");
+    }
+    let file =
+        ClusterConfig::from_yaml("network:\n  nodeport-addresses: [10.0.0.0/8]\n").expect("file");
+    assert_eq!(file.network.nodeport_addresses.len(), 1);
+    assert!(ClusterConfig::from_yaml("network:\n  nodeport-addresses: [nope]\n").is_err());
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{CidrList, ConfigError, PoolRange};
+use super::{CidrList, ConfigError, NodePortAddress, PoolRange};
 use crate::FeatureId;
 
 /// The whole cluster configuration. Omitted keys take their defaults; unknown keys are errors.
@@ -68,6 +68,8 @@ pub struct NetworkConfig {
     pub vxlan_port: u16,
     /// Pod MTU.
     pub mtu: Mtu,
+    /// The node addresses that accept NodePort traffic.
+    pub nodeport_addresses: Vec<NodePortAddress>,
 }
 
 /// `network-policy.*`
@@ -233,6 +235,7 @@ impl Default for NetworkConfig {
             mode: NetworkMode::Auto,
             vxlan_port: 8472,
             mtu: Mtu::Auto,
+            nodeport_addresses: vec![NodePortAddress::All],
         }
     }
 }

@@ -70,6 +70,13 @@ impl ClusterConfig {
                 "use auto, or a number of bytes between 1280 and 65535".into(),
             ));
         }
+        if n.nodeport_addresses.is_empty() {
+            return Err(invalid(
+                "network.nodeport-addresses",
+                "",
+                "list at least one of all, primary or a CIDR (all is the default)".into(),
+            ));
+        }
         Ok(())
     }
 

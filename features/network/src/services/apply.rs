@@ -11,7 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use super::render::{MAPS, Ruleset, STATIC_CHAINS, StaticConfig, TABLE, static_part};
+use super::base::{MAPS, STATIC_CHAINS, StaticConfig, TABLE, static_part};
+use super::render::Ruleset;
 use super::rule::{AffinitySet, ElemKey, Goto, Rule};
 
 /// Elements per `add element` / `delete element` statement.

@@ -3,7 +3,7 @@
 //! kube-proxy, delete the entries whose reply comes from a removed endpoint, and the entries of
 //! a Service that had no endpoints (they were rejected; the next datagram must be translated).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -67,9 +67,58 @@ pub fn udp_flows<'a>(ports: impl IntoIterator<Item = &'a ServicePort>) -> BTreeS
     out
 }
 
-/// `conntrack -D` arguments for each flow that was programmed before and is not any more.
-pub fn stale(prev: &BTreeSet<Flow>, next: &BTreeSet<Flow>) -> Vec<Vec<String>> {
-    prev.difference(next)
+/// The programmed UDP flows, counted per Service (a flow two Services program counts twice),
+/// so that a per-Service change tells which flows nobody programs any more.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FlowCounts(BTreeMap<Flow, usize>);
+
+// === impl FlowCounts ===
+
+impl FlowCounts {
+    /// The counts for every Service's ports.
+    pub fn of<'a>(services: impl IntoIterator<Item = &'a [ServicePort]>) -> FlowCounts {
+        let mut c = FlowCounts::default();
+        for ports in services {
+            for f in udp_flows(ports) {
+                *c.0.entry(f).or_default() += 1;
+            }
+        }
+        c
+    }
+
+    /// The flows counted here and not in `next`.
+    pub fn gone(&self, next: &FlowCounts) -> Vec<Flow> {
+        self.0
+            .keys()
+            .filter(|f| !next.0.contains_key(*f))
+            .cloned()
+            .collect()
+    }
+
+    /// Applies one Service's change from `before` to `after`; the flows nobody programs now.
+    pub fn change(&mut self, before: &[ServicePort], after: &[ServicePort]) -> Vec<Flow> {
+        let (old, new) = (udp_flows(before), udp_flows(after));
+        for f in new.difference(&old) {
+            *self.0.entry(f.clone()).or_default() += 1;
+        }
+        let mut gone = Vec::new();
+        for f in old.difference(&new) {
+            if let Some(n) = self.0.get_mut(f) {
+                *n -= 1;
+                if *n == 0 {
+                    self.0.remove(f);
+                    gone.push(f.clone());
+                }
+            }
+        }
+        gone
+    }
+}
+
+/// `conntrack -D` arguments for each of `flows`.
+pub fn deletions(flows: &[Flow]) -> Vec<Vec<String>> {
+    flows
+        .iter()
         .map(|f| {
             let mut a: Vec<String> = vec!["-D".into(), "-p".into(), "udp".into()];
             let (endpoint, rest): (Option<IpAddr>, Vec<String>) = match f {
@@ -119,5 +168,55 @@ pub async fn flush(netns: Option<&Path>, deletions: &[Vec<String>]) {
             ),
             Err(error) => tracing::warn!(%error, "cannot flush stale UDP conntrack entries"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::services::model::ServiceTable;
+
+    fn ports(eps: &[&str]) -> Vec<ServicePort> {
+        let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+            "metadata": {"namespace": "ns", "name": "dns"},
+            "spec": {"clusterIP": "10.152.183.10",
+                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}}))
+        .expect("svc");
+        let endpoints: Vec<_> = eps.iter().map(|ip| json!({"addresses": [ip]})).collect();
+        let slice: k8s_openapi::api::discovery::v1::EndpointSlice = serde_json::from_value(json!({
+                "metadata": {"namespace": "ns", "name": "dns-1",
+                             "labels": {"kubernetes.io/service-name": "dns"}},
+                "addressType": "IPv4",
+                "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}],
+                "endpoints": endpoints}))
+        .expect("slice");
+        ServiceTable::build([&svc], [&slice], "n", false).ports
+    }
+
+    #[test]
+    fn a_flow_is_gone_when_no_service_programs_it_any_more() {
+        let (a, ab) = (ports(&["10.1.0.1"]), ports(&["10.1.0.1", "10.1.0.2"]));
+        // Two Services programming the same flows (the same VIP twice, as a stand-in).
+        let mut c = FlowCounts::of([ab.as_slice(), a.as_slice()]);
+        assert_eq!(
+            c.change(&ab, &a),
+            vec![Flow::Vip {
+                vip: "10.152.183.10".parse().expect("ip"),
+                port: 53,
+                endpoint: Some("10.1.0.2".parse().expect("ip")),
+            }]
+        );
+        assert!(
+            c.change(&a, &[]).is_empty(),
+            "the other Service still has 10.1.0.1"
+        );
+        assert_eq!(c.change(&a, &[]).len(), 1);
+        assert_eq!(c, FlowCounts::default());
+        assert_eq!(
+            deletions(&FlowCounts::of([ab.as_slice()]).gone(&c)).len(),
+            2
+        );
     }
 }

@@ -10,9 +10,9 @@
 //! and port); the claim of the greatest `namespace/name` wins, as in a full render, where later
 //! Services overwrite earlier ones.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
@@ -21,15 +21,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 
 use super::apply::Diff;
+use super::base::MAPS;
 use super::model::{PortKey, SERVICE_NAME_LABEL, ServicePort, ServiceTable, service_ports};
-use super::render::{MAPS, Ruleset};
+use super::render::Ruleset;
 use super::rule::{ElemKey, Goto};
 
 /// The annotation the EndpointSlice controller sets to when the change it reflects happened
 /// (kube-proxy's start point for `network_programming_duration_seconds`).
 pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 
-/// What every Service's rules depend on besides its own objects.
+/// What every Service's rules depend on besides its own objects (a change recomputes all).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeInputs {
     /// This node's name (which endpoints are local).
@@ -38,10 +39,15 @@ pub struct NodeInputs {
     pub sctp: bool,
     /// The pod CIDRs (pods short-circuit `externalTrafficPolicy: Local`).
     pub pod_cidrs: Vec<IpNet>,
+    /// The node's own addresses (its InternalIPs; for `loadBalancerSourceRanges`).
+    pub node_ips: Vec<IpAddr>,
 }
 
 /// `(namespace, name)`.
 type ServiceId = (String, String);
+
+/// Hash maps keyed by names, hashed with [`Fx`] (the per-pass scan hashes every Service).
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
 
 /// What one Service contributes.
 #[derive(Debug, Default)]
@@ -60,7 +66,7 @@ struct Entry {
 pub struct Desired {
     inputs: Option<NodeInputs>,
     /// namespace → name → entry.
-    services: BTreeMap<String, BTreeMap<String, Entry>>,
+    services: FxMap<String, FxMap<String, Entry>>,
     merged: Ruleset,
     claims: HashMap<(&'static str, ElemKey), BTreeMap<ServiceId, Goto>>,
     pass: u64,
@@ -77,6 +83,9 @@ pub struct Update {
     pub all: bool,
     /// Trigger times of the EndpointSlices that changed (not on a full recompute).
     pub triggers: Vec<Timestamp>,
+    /// The service ports of each recomputed Service, before and after (not on a full
+    /// recompute), for the parts of the dataplane that follow per-Service changes.
+    pub changed: Vec<(Vec<ServicePort>, Vec<ServicePort>)>,
 }
 
 /// Element claims touched in one pass, with the verdict in force before it.
@@ -90,9 +99,14 @@ impl Desired {
         &self.merged
     }
 
-    /// Every service port, sorted by Service.
+    /// Every service port (in no particular order).
     pub fn ports(&self) -> impl Iterator<Item = &ServicePort> {
         self.entries().flat_map(|e| e.table.ports.iter())
+    }
+
+    /// Every Service's ports.
+    pub fn per_service(&self) -> impl Iterator<Item = &[ServicePort]> {
+        self.entries().map(|e| e.table.ports.as_slice())
     }
 
     /// Ports skipped because the kernel lacks their protocol.
@@ -100,12 +114,15 @@ impl Desired {
         self.entries().flat_map(|e| e.table.skipped.iter())
     }
 
-    /// A copy of the whole service table.
+    /// A copy of the whole service table, sorted as [`ServiceTable::build`] sorts it.
     pub fn table(&self) -> ServiceTable {
-        ServiceTable {
+        let mut t = ServiceTable {
             ports: self.ports().cloned().collect(),
             skipped: self.skipped().cloned().collect(),
-        }
+        };
+        t.ports.sort_by(|a, b| a.key.cmp(&b.key));
+        t.skipped.sort();
+        t
     }
 
     /// Forgets everything: the next update recomputes every Service.
@@ -132,7 +149,7 @@ impl Desired {
         for m in MAPS {
             self.merged.elements.entry(m).or_default();
         }
-        let mut by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        let mut by_service: FxMap<(&str, &str), Vec<&EndpointSlice>> = FxMap::default();
         for s in slices {
             let labels = s.metadata.labels.as_ref();
             if let (Some(ns), Some(svc)) = (
@@ -164,7 +181,7 @@ impl Desired {
                 _ => {}
             }
             let table = service_ports(svc, &slices, &inputs.node, inputs.sctp);
-            let rules = Ruleset::render_ports(&table.ports, &inputs.pod_cidrs);
+            let rules = Ruleset::render_ports(&table.ports, &inputs.pod_cidrs, &inputs.node_ips);
             let next = Entry {
                 fingerprint,
                 slices: slices
@@ -201,7 +218,7 @@ impl Desired {
     }
 
     fn entries(&self) -> impl Iterator<Item = &Entry> {
-        self.services.values().flat_map(BTreeMap::values)
+        self.services.values().flat_map(HashMap::values)
     }
 
     /// Swaps Service `id`'s entry for `next` (None: removed): chains and sets directly,
@@ -254,12 +271,20 @@ impl Desired {
                     .insert(id.clone(), verdict.clone());
             }
         }
+        if !update.all {
+            update.changed.push((
+                old.map(|e| e.table.ports).unwrap_or_default(),
+                next.as_ref()
+                    .map(|e| e.table.ports.clone())
+                    .unwrap_or_default(),
+            ));
+        }
         if let Some(e) = next {
             self.services
                 .entry(id.0.clone())
                 .or_default()
                 .insert(id.1.clone(), e);
-        } else if self.services.get(&id.0).is_some_and(BTreeMap::is_empty) {
+        } else if self.services.get(&id.0).is_some_and(HashMap::is_empty) {
             self.services.remove(&id.0);
         }
     }
@@ -307,7 +332,7 @@ impl Desired {
 /// A hash of the Service's and its slices' identities and versions. Objects without a
 /// resourceVersion (never the case for objects from the API server) hash their contents.
 fn fingerprint(svc: &Service, slices: &[&EndpointSlice]) -> u64 {
-    let mut h = DefaultHasher::new();
+    let mut h = Fx::default();
     version(&svc.metadata, svc, &mut h);
     for s in slices {
         version(&s.metadata, *s, &mut h);
@@ -315,12 +340,36 @@ fn fingerprint(svc: &Service, slices: &[&EndpointSlice]) -> u64 {
     h.finish()
 }
 
-fn version<T: serde::Serialize>(meta: &ObjectMeta, obj: &T, h: &mut DefaultHasher) {
+fn version<T: serde::Serialize>(meta: &ObjectMeta, obj: &T, h: &mut Fx) {
     meta.name.hash(h);
     meta.uid.hash(h);
     match &meta.resource_version {
         Some(rv) => rv.hash(h),
         None => serde_json::to_vec(obj).unwrap_or_default().hash(h),
+    }
+}
+
+/// FNV-1a (64 bit): a small, fast, non-cryptographic hasher for short names. The names and
+/// versions it hashes come from the API server; a fingerprint collision would only delay an
+/// update until the next full resync, which recomputes everything.
+#[derive(Debug, Clone, Copy)]
+struct Fx(u64);
+
+impl Default for Fx {
+    fn default() -> Fx {
+        Fx(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 

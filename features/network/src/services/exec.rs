@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 use super::ServicesError;
-use super::render::TABLE;
+use super::base::TABLE;
 use crate::kernel::in_netns;
 
 /// How long one run may take (a cold 30k-Service table is a large transaction).

@@ -8,6 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
@@ -89,6 +91,11 @@ pub struct ServicePort {
     pub node_port: Option<u16>,
     /// externalIPs and status.loadBalancer.ingress IPs of this family.
     pub external_ips: Vec<IpAddr>,
+    /// The load-balancer ingress IPs among them.
+    pub lb_ips: Vec<IpAddr>,
+    /// `loadBalancerSourceRanges` of this family: traffic to the LB IPs from elsewhere is
+    /// dropped. Empty means no restriction (also when a range is `0.0.0.0/0` or `::/0`).
+    pub source_ranges: Vec<IpNet>,
     /// ClientIP affinity timeout, if affinity is on.
     pub affinity: Option<u32>,
     /// externalTrafficPolicy: Local.
@@ -268,18 +275,31 @@ fn add_service(
         .flatten()
         .filter_map(|s| s.parse().ok())
         .collect();
+    let mut lb_ips: Vec<IpAddr> = Vec::new();
     if ty == "LoadBalancer" {
-        externals.extend(
+        // Like kube-proxy, only VIP-style ingress: `ipMode: Proxy` means the load balancer
+        // proxies to the nodes and its IP must not be captured here.
+        lb_ips.extend(
             svc.status
                 .as_ref()
                 .and_then(|s| s.load_balancer.as_ref())
                 .and_then(|lb| lb.ingress.as_ref())
                 .into_iter()
                 .flatten()
+                .filter(|i| i.ip_mode.as_deref() != Some("Proxy"))
                 .filter_map(|i| i.ip.as_deref())
                 .filter_map(|s| s.parse::<IpAddr>().ok()),
         );
+        externals.extend(lb_ips.iter().copied());
     }
+    // The API accepts whitespace around the ranges (kube-proxy trims it too).
+    let ranges: Vec<IpNet> = spec
+        .load_balancer_source_ranges
+        .iter()
+        .flatten()
+        .filter_map(|r| r.trim().parse::<IpNet>().ok())
+        .map(|r| r.trunc())
+        .collect();
     let node_ports = matches!(ty, "NodePort" | "LoadBalancer");
     let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
         spec.session_affinity_config
@@ -339,6 +359,12 @@ fn add_service(
                     .copied()
                     .filter(|ip| Family::of(*ip) == family)
                     .collect(),
+                lb_ips: lb_ips
+                    .iter()
+                    .copied()
+                    .filter(|ip| Family::of(*ip) == family)
+                    .collect(),
+                source_ranges: source_ranges(&ranges, family),
                 affinity,
                 external_local,
                 internal_local,
@@ -349,6 +375,20 @@ fn add_service(
                 key,
             });
         }
+    }
+}
+
+/// The ranges of `family`; none when one of them is the whole family (it allows everything).
+fn source_ranges(ranges: &[IpNet], family: Family) -> Vec<IpNet> {
+    let mine: Vec<IpNet> = ranges
+        .iter()
+        .copied()
+        .filter(|r| Family::of(r.addr()) == family)
+        .collect();
+    if mine.iter().any(|r| r.prefix_len() == 0) {
+        Vec::new()
+    } else {
+        mine
     }
 }
 

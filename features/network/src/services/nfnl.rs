@@ -25,8 +25,8 @@ use nix::sys::socket::{
 
 use super::ServicesError;
 use super::apply::Diff;
+use super::base::TABLE;
 use super::model::Family;
-use super::render::TABLE;
 use super::rule::{AffinitySet, ElemKey};
 use crate::kernel::in_netns;
 use nla::Writer;

@@ -9,53 +9,13 @@
 //! ([`crate::services::apply`]).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 
+use super::base::{DROP_CHAIN, MAPS, MARK_CHAIN, REJECT_CHAIN};
 use super::model::{Endpoint, Family, PortKey, ServicePort, ServiceTable, Target};
 use super::rule::{Action, AffinitySet, ElemKey, Goto, Match, Rule};
-
-/// The table (family `inet`).
-pub const TABLE: &str = "knet-services";
-/// The packet mark bit asking postrouting to masquerade (kube-proxy's value).
-pub const MASQ_MARK: u32 = 0x4000;
-
-/// Verdict maps holding the per-service elements.
-pub const MAPS: [&str; 8] = [
-    "service-ips-v4",
-    "service-ips-v6",
-    "service-nodeports-v4",
-    "service-nodeports-v6",
-    "no-endpoint-services-v4",
-    "no-endpoint-services-v6",
-    "no-endpoint-nodeports-v4",
-    "no-endpoint-nodeports-v6",
-];
-
-/// Where Services without endpoints go (TCP reset, ICMP unreachable).
-pub const REJECT_CHAIN: &str = "reject-chain";
-/// Where a `Local` policy without local endpoints goes.
-pub const DROP_CHAIN: &str = "drop-chain";
-/// Sets the masquerade mark.
-pub const MARK_CHAIN: &str = "mark-for-masquerade";
-
-/// Chains every table has (hooked or jumped to from hooks).
-pub const STATIC_CHAINS: [&str; 12] = [
-    "nat-prerouting",
-    "nat-output",
-    "nat-postrouting",
-    "filter-input",
-    "filter-forward",
-    "filter-output",
-    "services",
-    "endpoints-check",
-    "mark-for-masquerade",
-    "masquerading",
-    "reject-chain",
-    "drop-chain",
-];
 
 /// The dynamic part of the table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,17 +34,23 @@ impl Ruleset {
     /// Renders `table` for a node whose pods live in `pod_cidrs` (pods reaching an
     /// externalTrafficPolicy-Local address are sent to every endpoint, like kube-proxy).
     pub fn render(table: &ServiceTable, pod_cidrs: &[IpNet]) -> Ruleset {
-        Ruleset::render_ports(&table.ports, pod_cidrs)
+        Ruleset::render_ports(&table.ports, pod_cidrs, &[])
     }
 
-    /// Renders some service ports (one Service's, for an incremental update).
-    pub fn render_ports(ports: &[ServicePort], pod_cidrs: &[IpNet]) -> Ruleset {
+    /// Renders some service ports (one Service's, for an incremental update). `node_ips` are
+    /// the node's own addresses (a load balancer whose source ranges admit the node also
+    /// admits its own IPs, which is how a node reaching a VIP bound locally appears).
+    pub fn render_ports(
+        ports: &[ServicePort],
+        pod_cidrs: &[IpNet],
+        node_ips: &[IpAddr],
+    ) -> Ruleset {
         let mut r = Ruleset::default();
         for m in MAPS {
             r.elements.insert(m, BTreeMap::new());
         }
         for p in ports {
-            r.add_port(p, pod_cidrs);
+            r.add_port(p, pod_cidrs, node_ips);
         }
         r
     }
@@ -101,7 +67,7 @@ impl Ruleset {
             .insert(key, Goto(chain.to_owned()));
     }
 
-    fn add_port(&mut self, p: &ServicePort, pod_cidrs: &[IpNet]) {
+    fn add_port(&mut self, p: &ServicePort, pod_cidrs: &[IpNet], node_ips: &[IpAddr]) {
         let family = p.key.family;
         let proto = p.key.proto;
         let id = ident(&p.key);
@@ -137,6 +103,7 @@ impl Ruleset {
         if let Some(np) = p.node_port {
             self.element(np_map, ElemKey::node_port(proto, np), target);
         }
+        self.firewall(p, &id, node_ips);
         if p.external == Target::Reject {
             return;
         }
@@ -184,6 +151,42 @@ impl Ruleset {
             }
         }
         self.chains.insert(ext, rules);
+    }
+
+    /// `loadBalancerSourceRanges` (kube-proxy's firewall): new connections to an LB IP from
+    /// outside the ranges are dropped before DNAT; NodePorts and external IPs are not covered.
+    fn firewall(&mut self, p: &ServicePort, id: &str, node_ips: &[IpAddr]) {
+        if p.source_ranges.is_empty() || p.lb_ips.is_empty() {
+            return;
+        }
+        let fw = format!("fw{id}");
+        let mut rules: Vec<Rule> = p
+            .source_ranges
+            .iter()
+            .map(|r| Rule::when(vec![Match::Saddr(*r)], Action::Return))
+            .collect();
+        // kube-proxy's allowFromNode: an LB IP bound on the node is reached from the node
+        // with the LB IP as source.
+        if node_ips
+            .iter()
+            .any(|ip| p.source_ranges.iter().any(|r| r.contains(ip)))
+        {
+            for ip in &p.lb_ips {
+                rules.push(Rule::when(
+                    vec![Match::Saddr(IpNet::from(*ip))],
+                    Action::Return,
+                ));
+            }
+        }
+        rules.push(Rule::always(Action::Drop));
+        for ip in &p.lb_ips {
+            self.element(
+                fw_map(p.key.family),
+                ElemKey::vip(*ip, p.key.proto, p.port),
+                &fw,
+            );
+        }
+        self.chains.insert(fw, rules);
     }
 
     /// A chain `name` that picks one of `eps` (sticky with affinity) and the endpoint chains.
@@ -239,187 +242,6 @@ impl Ruleset {
     }
 }
 
-/// Named sets of the static part (NodePort addresses), when a [`StaticConfig`] asks for them.
-pub const NODE_PORT_SETS: [&str; 2] = ["nodeport-ips-v4", "nodeport-ips-v6"];
-
-/// What the static part of the table depends on.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StaticConfig {
-    /// The addresses NodePorts answer on; `None` means every local address but loopback
-    /// (`fib daddr type local`), `Some` only these (sets `nodeport-ips-v4/v6`).
-    pub node_port_ips: Option<Vec<IpAddr>>,
-}
-
-// === impl StaticConfig ===
-
-impl StaticConfig {
-    /// Whether `set` belongs to the static part under this config.
-    pub fn owns_set(&self, set: &str) -> bool {
-        self.node_port_ips.is_some() && NODE_PORT_SETS.contains(&set)
-    }
-}
-
-/// The declarations of maps and static chains, and the static chains' rules (flushed first).
-pub fn static_part(config: &StaticConfig) -> String {
-    let mut s = format!("add table inet {TABLE}\n");
-    if let Some(ips) = &config.node_port_ips {
-        for (set, ty, family) in [
-            (NODE_PORT_SETS[0], "ipv4_addr", Family::V4),
-            (NODE_PORT_SETS[1], "ipv6_addr", Family::V6),
-        ] {
-            let _ = writeln!(s, "add set inet {TABLE} {set} {{ type {ty} ; }}");
-            let _ = writeln!(s, "flush set inet {TABLE} {set}");
-            let members: Vec<String> = ips
-                .iter()
-                .filter(|ip| Family::of(**ip) == family && !ip.is_loopback())
-                .map(ToString::to_string)
-                .collect();
-            if !members.is_empty() {
-                let _ = writeln!(
-                    s,
-                    "add element inet {TABLE} {set} {{ {} }}",
-                    members.join(", ")
-                );
-            }
-        }
-    }
-    for (m, ty) in [
-        ("service-ips-v4", "ipv4_addr . inet_proto . inet_service"),
-        ("service-ips-v6", "ipv6_addr . inet_proto . inet_service"),
-        ("service-nodeports-v4", "inet_proto . inet_service"),
-        ("service-nodeports-v6", "inet_proto . inet_service"),
-        (
-            "no-endpoint-services-v4",
-            "ipv4_addr . inet_proto . inet_service",
-        ),
-        (
-            "no-endpoint-services-v6",
-            "ipv6_addr . inet_proto . inet_service",
-        ),
-        ("no-endpoint-nodeports-v4", "inet_proto . inet_service"),
-        ("no-endpoint-nodeports-v6", "inet_proto . inet_service"),
-    ] {
-        let _ = writeln!(s, "add map inet {TABLE} {m} {{ type {ty} : verdict ; }}");
-    }
-    let hooks = [
-        ("nat-prerouting", "nat", "prerouting", -100, "jump services"),
-        ("nat-output", "nat", "output", -100, "jump services"),
-        (
-            "nat-postrouting",
-            "nat",
-            "postrouting",
-            100,
-            "jump masquerading",
-        ),
-        (
-            "filter-input",
-            "filter",
-            "input",
-            -1,
-            "ct state new jump endpoints-check",
-        ),
-        (
-            "filter-forward",
-            "filter",
-            "forward",
-            -1,
-            "ct state new jump endpoints-check",
-        ),
-        (
-            "filter-output",
-            "filter",
-            "output",
-            -1,
-            "ct state new jump endpoints-check",
-        ),
-    ];
-    for (name, ty, hook, prio, _) in hooks {
-        let _ = writeln!(
-            s,
-            "add chain inet {TABLE} {name} {{ type {ty} hook {hook} priority {prio} ; policy accept ; }}"
-        );
-    }
-    for name in &STATIC_CHAINS[6..] {
-        let _ = writeln!(s, "add chain inet {TABLE} {name}");
-    }
-    for name in STATIC_CHAINS {
-        let _ = writeln!(s, "flush chain inet {TABLE} {name}");
-    }
-    let mut rule = |chain: &str, r: &str| {
-        let _ = writeln!(s, "add rule inet {TABLE} {chain} {r}");
-    };
-    for (name, _, _, _, r) in hooks {
-        rule(name, r);
-    }
-    for (chain, prefix) in [("services", "service"), ("endpoints-check", "no-endpoint")] {
-        rule(
-            chain,
-            &format!(
-                "ip daddr . meta l4proto . th dport vmap @{prefix}-{}-v4",
-                ips(prefix)
-            ),
-        );
-        rule(
-            chain,
-            &format!(
-                "ip6 daddr . meta l4proto . th dport vmap @{prefix}-{}-v6",
-                ips(prefix)
-            ),
-        );
-        if config.node_port_ips.is_some() {
-            // NodePorts on the configured addresses only (kube-proxy's --nodeport-addresses).
-            for (fam, set, v) in [("ip", NODE_PORT_SETS[0], 4), ("ip6", NODE_PORT_SETS[1], 6)] {
-                rule(
-                    chain,
-                    &format!(
-                        "{fam} daddr @{set} meta l4proto . th dport vmap @{prefix}-nodeports-v{v}"
-                    ),
-                );
-            }
-        } else {
-            // NodePorts on every local address but loopback (no route_localnet,
-            // CVE-2020-8558).
-            rule(
-                chain,
-                &format!(
-                    "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @{prefix}-nodeports-v4"
-                ),
-            );
-            rule(
-                chain,
-                &format!(
-                    "fib daddr type local ip6 daddr != ::1 meta l4proto . th dport vmap @{prefix}-nodeports-v6"
-                ),
-            );
-        }
-    }
-    rule(
-        "mark-for-masquerade",
-        &format!("meta mark set meta mark | {MASQ_MARK:#x}"),
-    );
-    rule(
-        "masquerading",
-        &format!("meta mark & {MASQ_MARK:#x} == 0 return"),
-    );
-    rule(
-        "masquerading",
-        &format!("meta mark set meta mark ^ {MASQ_MARK:#x}"),
-    );
-    rule("masquerading", "masquerade fully-random");
-    rule("reject-chain", "meta l4proto tcp reject with tcp reset");
-    rule("reject-chain", "reject");
-    rule("drop-chain", "drop");
-    s
-}
-
-fn ips(prefix: &str) -> &'static str {
-    if prefix == "service" {
-        "ips"
-    } else {
-        "services"
-    }
-}
-
 fn svc_map(f: Family) -> &'static str {
     match f {
         Family::V4 => "service-ips-v4",
@@ -438,6 +260,13 @@ fn no_ep_map(f: Family) -> &'static str {
     match f {
         Family::V4 => "no-endpoint-services-v4",
         Family::V6 => "no-endpoint-services-v6",
+    }
+}
+
+fn fw_map(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "firewall-ips-v4",
+        Family::V6 => "firewall-ips-v6",
     }
 }
 

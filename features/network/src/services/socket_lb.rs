@@ -196,6 +196,34 @@ impl SocketLb {
         self.v6 = v6;
         Ok(services)
     }
+
+    /// Applies the change of one Service's ports, from `before` to `after`, to the maps (the
+    /// rest of the maps stays as it is).
+    pub fn update(
+        &mut self,
+        before: &[ServicePort],
+        after: &[ServicePort],
+    ) -> Result<(), ServicesError> {
+        let (b4, b6) = entries(before);
+        let (a4, a6) = entries(after);
+        update(&mut self.ebpf, "knet_svc_v4", &b4, &a4, 8)?;
+        update(&mut self.ebpf, "knet_svc_v6", &b6, &a6, 18)?;
+        patch(&mut self.v4, &b4, a4);
+        patch(&mut self.v6, &b6, a6);
+        Ok(())
+    }
+}
+
+/// `current` minus `old`'s keys plus `new`.
+fn patch<const K: usize, const V: usize>(
+    current: &mut BTreeMap<[u8; K], [u8; V]>,
+    old: &BTreeMap<[u8; K], [u8; V]>,
+    new: BTreeMap<[u8; K], [u8; V]>,
+) {
+    for k in old.keys() {
+        current.remove(k);
+    }
+    current.extend(new);
 }
 
 fn count_slot0<const K: usize, const V: usize>(m: &BTreeMap<[u8; K], [u8; V]>, at: usize) -> usize {

@@ -5,7 +5,6 @@
 //! when the static part changes and every [`RESYNC`], and repairs drift (someone flushing a
 //! chain, a crash mid-way).
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -15,21 +14,24 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use knet_core::FeatureContext;
 use tokio_util::sync::CancellationToken;
 
+use ipnet::IpNet;
 use k8s_openapi::jiff::Timestamp;
+use knet_core::config::NodePortAddress;
 
 use super::apply::{Diff, full_script, parse_names};
-use super::conntrack::{Flow, flush, stale, udp_flows};
+use super::base::{StaticConfig, TABLE};
+use super::conntrack::{FlowCounts, deletions, flush};
 use super::desired::{Desired, NodeInputs};
 use super::exec::{nft_apply, nft_list};
 use super::health::{HealthServers, wanted};
 use super::metrics;
 use super::nfnl::NfSocket;
-use super::render::{StaticConfig, TABLE};
 use super::socket_lb::{SocketLb, configured_cgroup};
 use super::status::StatusLine;
 use super::{ServicesError, route, sctp_supported};
 use crate::feature::node_internal_ips;
 use crate::kernel::Netlink;
+use crate::peers::local_addresses;
 
 /// How long to wait after a change for more changes before syncing.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -50,7 +52,7 @@ struct Applied {
     in_kernel: bool,
     /// The static part the kernel holds.
     static_config: Option<StaticConfig>,
-    flows: BTreeSet<Flow>,
+    flows: FlowCounts,
     last_full: Option<Instant>,
     skipped: usize,
     /// The netlink socket for incremental batches (opened on first use).
@@ -172,12 +174,20 @@ impl Pass<'_> {
     ) -> Result<String, ServicesError> {
         let t0 = Instant::now();
         let cfg = self.ctx.current_config();
+        let me = nodes
+            .objects()
+            .into_iter()
+            .find(|n| n.metadata.name.as_deref() == Some(self.ctx.node_name.as_str()));
+        let node_ips: Vec<IpAddr> = me.as_deref().map(node_internal_ips).unwrap_or_default();
         let inputs = NodeInputs {
             node: self.ctx.node_name.clone(),
             sctp: self.sctp,
             pod_cidrs: cfg.pod_cidr.cidrs().to_vec(),
+            node_ips: node_ips.clone(),
         };
-        let static_config = StaticConfig::default();
+        let static_config = self
+            .static_config(&cfg.network.nodeport_addresses, &node_ips)
+            .await;
         let full = !applied.in_kernel
             || applied.static_config.as_ref() != Some(&static_config)
             || applied.last_full.is_none_or(|t| t.elapsed() >= RESYNC);
@@ -209,12 +219,7 @@ impl Pass<'_> {
         let computed = t0.elapsed();
 
         if let Some(nl) = self.nl {
-            let me = nodes
-                .objects()
-                .into_iter()
-                .find(|n| n.metadata.name.as_deref() == Some(self.ctx.node_name.as_str()));
-            let ips: Vec<IpAddr> = me.as_deref().map(node_internal_ips).unwrap_or_default();
-            for ip in ips {
+            for ip in node_ips {
                 if let Err(error) = route::ensure(nl, cfg.service_cidr.cidrs(), ip).await {
                     tracing::warn!(%error, "cannot add a route for the service CIDR");
                 }
@@ -240,15 +245,34 @@ impl Pass<'_> {
         for t in &update.triggers {
             metrics::programmed(now.duration_since(*t).as_secs_f64());
         }
-        let flows = udp_flows(desired.ports());
-        flush(self.netns, &stale(&applied.flows, &flows)).await;
-        applied.flows = flows;
+        // Stale UDP conntrack entries and the socket load balancer follow the recomputed
+        // Services only, unless everything was recomputed.
+        let every = full || update.all;
+        let gone = if every {
+            let flows = FlowCounts::of(desired.per_service());
+            let gone = applied.flows.gone(&flows);
+            applied.flows = flows;
+            gone
+        } else {
+            let mut gone = Vec::new();
+            for (before, after) in &update.changed {
+                gone.extend(applied.flows.change(before, after));
+            }
+            gone
+        };
+        flush(self.netns, &deletions(&gone)).await;
         health.sync(&wanted(desired.ports())).await;
         let dataplane = match lb {
             Lb::Off => "nftables".to_owned(),
             Lb::Failed(why) => format!("nftables (socket LB unavailable: {why})"),
             Lb::On(sock) => {
-                sock.sync(desired.ports())?;
+                if every {
+                    sock.sync(desired.ports())?;
+                } else {
+                    for (before, after) in &update.changed {
+                        sock.update(before, after)?;
+                    }
+                }
                 "nftables + socket LB".to_owned()
             }
         };
@@ -269,6 +293,26 @@ impl Pass<'_> {
         Ok(format!(
             "services: {dataplane}, {ports} service ports (table inet {TABLE})"
         ))
+    }
+
+    /// The static part for `network.nodeport-addresses`. The node's local addresses are
+    /// listed only when a CIDR needs them; if that fails, the CIDRs match nothing (NodePorts
+    /// never answer on more addresses than configured).
+    async fn static_config(&self, list: &[NodePortAddress], node_ips: &[IpAddr]) -> StaticConfig {
+        let mut local = Vec::new();
+        if StaticConfig::needs_local_addresses(list) {
+            let listed = match self.nl {
+                Some(nl) => local_addresses(nl).await.map_err(|e| e.to_string()),
+                None => Err("no netlink connection".to_owned()),
+            };
+            match listed {
+                Ok(nets) => local = nets.iter().map(IpNet::addr).collect(),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot list the node's addresses for NodePorts");
+                }
+            }
+        }
+        StaticConfig::for_node_ports(list, node_ips, &local)
     }
 
     /// Applies `diff` as a netlink batch (as `nft` text if no netlink socket can be opened);

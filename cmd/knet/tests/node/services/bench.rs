@@ -19,10 +19,10 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use knet_e2e::Lab;
 use knet_network::services::apply::{full_script, parse_names};
+use knet_network::services::base::StaticConfig;
 use knet_network::services::desired::{Desired, NodeInputs};
 use knet_network::services::exec::{nft_apply, nft_list};
 use knet_network::services::nfnl::NfSocket;
-use knet_network::services::render::StaticConfig;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -128,6 +128,7 @@ fn inputs() -> NodeInputs {
         node: "node-1".into(),
         sctp: false,
         pod_cidrs: vec!["10.1.0.0/16".parse().expect("cidr")],
+        node_ips: Vec::new(),
     }
 }
 

@@ -38,6 +38,7 @@ fn inputs() -> NodeInputs {
         node: "n".into(),
         sctp: false,
         pod_cidrs: vec!["10.1.0.0/16".parse().expect("cidr")],
+        node_ips: Vec::new(),
     }
 }
 

@@ -304,3 +304,38 @@ fn services_of_another_proxy_get_no_rules() {
         "the same Service without the label gets rules"
     );
 }
+
+#[test]
+fn load_balancer_source_ranges_apply_per_family_to_vip_mode_ingress_only() {
+    let mut s = web(json!({"type": "LoadBalancer",
+        "clusterIPs": ["10.152.183.5", "fd00:152::5"],
+        "externalIPs": ["192.0.2.9"],
+        "loadBalancerSourceRanges": [" 203.0.113.7/24", "2001:db8::/32"]}));
+    s.status = serde_json::from_value(json!({"loadBalancer": {"ingress": [
+        {"ip": "192.0.2.1"}, {"ip": "192.0.2.2", "ipMode": "Proxy"}, {"ip": "2001:db8:1::1"}]}}))
+    .expect("status");
+    let t = build(&[s.clone()], &[]);
+    let v4 = &t.ports[0];
+    assert_eq!(v4.key.family, Family::V4);
+    assert_eq!(v4.lb_ips, vec!["192.0.2.1".parse::<IpAddr>().expect("ip")]);
+    assert_eq!(
+        v4.external_ips,
+        vec![
+            "192.0.2.9".parse::<IpAddr>().expect("ip"),
+            "192.0.2.1".parse().expect("ip")
+        ],
+        "the Proxy-mode ingress IP is not captured"
+    );
+    assert_eq!(
+        v4.source_ranges,
+        vec!["203.0.113.0/24".parse::<IpNet>().expect("net")],
+        "trimmed and truncated"
+    );
+    assert_eq!(t.ports[1].source_ranges.len(), 1, "IPv6 gets its own range");
+    // A range covering the whole family allows everything: no firewall for it.
+    s.spec.as_mut().expect("spec").load_balancer_source_ranges =
+        Some(vec!["0.0.0.0/0".into(), "10.0.0.0/8".into()]);
+    let t = build(&[s], &[]);
+    assert!(t.ports[0].source_ranges.is_empty());
+    assert_eq!(t.ports[1].source_ranges.len(), 0, "no IPv6 range given");
+}

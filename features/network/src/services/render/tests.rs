@@ -172,17 +172,36 @@ fn affinity_uses_one_timeout_set_per_endpoint() {
 }
 
 #[test]
-fn static_part_hooks_every_path() {
-    let s = static_part(&StaticConfig::default());
-    for needle in [
-        "add chain inet knet-services nat-prerouting { type nat hook prerouting priority -100 ; policy accept ; }",
-        "add chain inet knet-services nat-output { type nat hook output priority -100 ; policy accept ; }",
-        "add rule inet knet-services services ip daddr . meta l4proto . th dport vmap @service-ips-v4",
-        "add rule inet knet-services endpoints-check ip daddr . meta l4proto . th dport vmap @no-endpoint-services-v4",
-        "add rule inet knet-services services fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports-v4",
-        "add rule inet knet-services reject-chain meta l4proto tcp reject with tcp reset",
-        "add rule inet knet-services masquerading masquerade fully-random",
-    ] {
-        assert!(s.contains(needle), "missing {needle:?} in\n{s}");
-    }
+fn load_balancer_source_ranges_drop_other_sources_before_dnat() {
+    let mut svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(web(
+        json!({"type": "LoadBalancer", "loadBalancerSourceRanges": ["203.0.113.0/24"]}),
+    ))
+    .expect("svc");
+    svc.status =
+        serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}))
+            .expect("status");
+    let table = ServiceTable::build([&svc], [], "node-1", false);
+    let node = ["192.0.2.50".parse().expect("ip")];
+    let r = Ruleset::render_ports(&table.ports, &pods(), &node);
+    let vip = ElemKey::vip("192.0.2.1".parse().expect("ip"), Proto::Tcp, 80);
+    let fw = &r.elements["firewall-ips-v4"][&vip].0;
+    assert!(fw.starts_with("fw4-"), "{fw}");
+    assert_eq!(
+        texts(&r.chains[fw]),
+        vec!["ip saddr 203.0.113.0/24 return", "drop"],
+        "the node (192.0.2.50) is outside the ranges: no allowance for the LB IP itself"
+    );
+    // The firewall holds even without endpoints (the LB IP rejects for allowed sources).
+    assert!(r.elements["no-endpoint-services-v4"].contains_key(&vip));
+    // A node inside the ranges may reach a VIP bound locally, seen with the VIP as source.
+    let node = ["203.0.113.9".parse().expect("ip")];
+    let r = Ruleset::render_ports(&table.ports, &pods(), &node);
+    assert_eq!(
+        texts(&r.chains[fw]),
+        vec![
+            "ip saddr 203.0.113.0/24 return",
+            "ip saddr 192.0.2.1 return",
+            "drop"
+        ]
+    );
 }
