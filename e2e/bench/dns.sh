@@ -3,19 +3,26 @@
 # configured as kubeadm ships it, watching the same API server), in the same run.
 #
 # Starts a one-node lab with knet (`knet-lab --id dnsbench up --nodes 1 --knet`), creates
-# N Services through the API, runs CoreDNS inside the node's network namespace on
-# 169.254.53.53:53 (lo), and runs Debian's dnsperf from inside that namespace against each
-# server in turn, interleaved (knet, CoreDNS, knet, CoreDNS ...), same query file of cluster
-# names, fixed duration. Records queries/s, lost queries, average latency, each server's CPU
-# time over the run (/proc/<pid>/stat utime+stime) -> queries/s per core, and RSS.
+# N Services (and optionally an EndpointSlice of E endpoints for each) through the API, runs
+# CoreDNS inside the node's network namespace on 169.254.53.53:53 (lo), and runs Debian's
+# dnsperf from inside that namespace against each server in turn, interleaved (knet, CoreDNS,
+# knet, CoreDNS ...), same query file of cluster names, fixed duration. Records queries/s, lost
+# queries, average latency, each server's CPU time over the run (/proc/<pid>/stat
+# utime+stime) -> queries/s per core, UDP receive-buffer drops in the namespace during the run
+# (/proc/net/snmp Udp RcvbufErrors), and RSS.
+#
+# Same conditions for both: during its runs each server (every thread) is pinned to CPU 0 and
+# dnsperf to CPU 1 (PIN=0 turns that off); port 53 on both servers' addresses is exempt from
+# conntrack (knet's own `inet knet-dns` table for its addresses; the `inet dnsbench` table this
+# script adds for CoreDNS's, as NodeLocal DNSCache would have it).
 #
 # The CoreDNS upstream (forward .) is a loopback-only dummy (127.0.0.1:5399 in the node
 # namespace, nothing listening); the benchmark only queries cluster names, so nothing is
 # forwarded and no traffic leaves the lab.
 #
 # Usage (root, after `make deps` and `cargo build -p knet-lab` + release knet):
-#   e2e/bench/dns.sh                 # 1k Services, 2 rounds of 15 s per server
-#   SERVICES=10000 ROUNDS=3 DURATION=20 e2e/bench/dns.sh
+#   e2e/bench/dns.sh                 # 1k Services, 3 rounds of 15 s per server
+#   SERVICES=10000 ENDPOINTS=5 e2e/bench/dns.sh
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -23,11 +30,17 @@ ROOT=$(cd "$HERE/../.." && pwd)
 CACHE=${KNET_LAB_CACHE:-/var/cache/knet-lab}
 CV=${COREDNS_VERSION:-v1.15.0}
 SERVICES=${SERVICES:-1000}
-ROUNDS=${ROUNDS:-2}
+ENDPOINTS=${ENDPOINTS:-0}   # per Service, in an EndpointSlice of its own (the Services are selectorless)
+ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-15}
 CLIENTS=${CLIENTS:-4}
+THREADS=${THREADS:-2}       # dnsperf threads
+PIN=${PIN:-1}               # servers on CPU 0, dnsperf on CPU 1
+DNS_ONLY=${DNS_ONLY:-0}     # 1: knet runs only its dns feature (network, network-policy disabled)
 ID=dnsbench
 NS=knetlab-$ID-node-1
+RUN_ROOT=${KNET_LAB_RUN_ROOT:-/dev/shm/knetlab}
+NODE_DIR=$RUN_ROOT/$ID/nodes/node-1
 LAB=${KNET_LAB:-$ROOT/target/debug/knet-lab}
 export KNET_BIN=${KNET_BIN:-$ROOT/target/release/knet}
 KNET_DNS=10.152.183.10
@@ -68,6 +81,22 @@ eval "$("$LAB" --id $ID env | grep -E '^(export )?KUBECONFIG=')"
 export KUBECONFIG
 KUBECTL=$(ls -d "$CACHE"/bin-*/kubectl | head -1)
 k() { timeout 120 "$KUBECTL" "$@"; }
+# Socket load balancing must attach to the node's own lab cgroup, never the host's cgroup root
+# (a knet-lab older than knet's --socket-lb-cgroup leaves knet's default, the root: rebuild it).
+lbcg=$(cat "$NODE_DIR/state/socket-lb-cgroup" 2>/dev/null || echo off)
+case $lbcg in
+off | */knetlab-$ID/*) ;;
+*) log "knet attached socket load balancing to $lbcg: rebuild knet-lab (make bench-dns does)"; exit 1 ;;
+esac
+knet_cli() {
+  nsenter --net=/run/netns/$NS "$KNET_BIN" --state-dir "$NODE_DIR/state" --run-dir "$NODE_DIR/run" \
+    --cni-conf-dir "$NODE_DIR/cni/net.d" --cni-bin-dir "$NODE_DIR/cni/bin" --node-name node-1 \
+    --kubeconfig "$NODE_DIR/kubeconfig" "$@"
+}
+if [[ $DNS_ONLY == 1 ]]; then
+  knet_cli disable network-policy >&2
+  knet_cli disable network >&2
+fi
 inns() { nsenter --net=/run/netns/$NS "$@"; }
 
 # --- Services ---------------------------------------------------------------------------
@@ -75,7 +104,7 @@ inns() { nsenter --net=/run/netns/$NS "$@"; }
 printf 'apiVersion: networking.k8s.io/v1\nkind: ServiceCIDR\nmetadata: {name: dnsbench}\nspec: {cidrs: ["10.153.0.0/16"]}\n' |
   k apply -f - >/dev/null
 sleep 2
-log "creating $SERVICES Services"
+log "creating $SERVICES Services, $ENDPOINTS endpoints each"
 t0=$(date +%s)
 batch=500
 for ((start = 0; start < SERVICES; start += batch)); do
@@ -83,9 +112,17 @@ for ((start = 0; start < SERVICES; start += batch)); do
   : >"$f"
   for ((i = start; i < start + batch && i < SERVICES; i++)); do
     printf -- '---\napiVersion: v1\nkind: Service\nmetadata: {name: svc-%d, namespace: default}\nspec: {ports: [{name: http, port: 80, protocol: TCP}]}\n' "$i" >>"$f"
+    if ((ENDPOINTS > 0)); then
+      # Endpoint addresses from 10.200.0.0 on: the pods behind each Service.
+      printf -- '---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: svc-%d-1, namespace: default, labels: {kubernetes.io/service-name: svc-%d}}\naddressType: IPv4\nports: [{name: http, port: 8080, protocol: TCP}]\nendpoints:\n' "$i" "$i" >>"$f"
+      for ((e = 0; e < ENDPOINTS; e++)); do
+        n=$((i * ENDPOINTS + e))
+        printf -- '- {addresses: ["10.%d.%d.%d"], conditions: {ready: true}}\n' $((200 + n / 65536)) $((n / 256 % 256)) $((n % 256)) >>"$f"
+      done
+    fi
   done
-  k apply --server-side -f "$f" >/dev/null
-done
+  echo "$f"
+done | xargs -P 2 -I{} timeout 600 "$KUBECTL" create -f {} >/dev/null
 log "created in $(($(date +%s) - t0)) s"
 
 # --- CoreDNS, as kubeadm ships it --------------------------------------------------------
@@ -95,6 +132,22 @@ node_server=$(awk '/server:/ {print $2; exit}' "$(dirname "$KUBECONFIG")/nodes/n
 sed "s#server: .*#server: $node_server#" "$KUBECONFIG" >"$WORK/coredns.kubeconfig"
 inns ip addr add $CORE_IP/32 dev lo 2>/dev/null || true
 inns ip link set lo up
+# CoreDNS's address gets what knet's get from knet's own `inet knet-dns` table: no conntrack
+# for port 53 (as NodeLocal DNSCache sets it up), so both servers run under the same conditions.
+inns nft -f - <<NFT
+table inet dnsbench {
+  chain prerouting {
+    type filter hook prerouting priority raw; policy accept;
+    ip daddr $CORE_IP meta l4proto { tcp, udp } th dport 53 notrack
+  }
+  chain output {
+    type filter hook output priority raw; policy accept;
+    ip saddr $CORE_IP meta l4proto { tcp, udp } th sport 53 notrack
+    ip daddr $CORE_IP meta l4proto { tcp, udp } th dport 53 notrack
+  }
+}
+NFT
+inns nft list table inet knet-dns >/dev/null || { log "knet's NOTRACK table inet knet-dns is missing"; exit 1; }
 cat >"$WORK/Corefile" <<EOF
 .:53 {
     bind $CORE_IP
@@ -122,8 +175,12 @@ log "starting CoreDNS $CV in $NS on $CORE_IP:53"
 nsenter --net=/run/netns/$NS "$COREDNS" -conf "$WORK/Corefile" >"$WORK/coredns.log" 2>&1 &
 CORE_PID=$!
 
-# --- wait until both answer the last Service ---------------------------------------------
+# --- wait until both answer the last Service (and its last endpoint) ----------------------
 last=svc-$((SERVICES - 1)).default.svc.cluster.local
+if ((ENDPOINTS > 0)); then
+  n=$((SERVICES * ENDPOINTS - 1))
+  last=10-$((200 + n / 65536))-$((n / 256 % 256))-$((n % 256)).$last
+fi
 ready() { inns timeout 3 dig +short +time=1 +tries=1 @"$1" "$last" A 2>/dev/null | grep -qE '^[0-9]+\.'; }
 for srv in $KNET_DNS $CORE_IP; do
   ok=
@@ -136,7 +193,7 @@ for srv in $KNET_DNS $CORE_IP; do
 done
 
 # --- pids and CPU accounting -------------------------------------------------------------
-KNET_PID=$(pgrep -f -- "knet daemon --state-dir ${KNET_LAB_RUN_ROOT:-/dev/shm/knetlab}/$ID/nodes/node-1/" | head -1)
+KNET_PID=$(pgrep -f -- "knet daemon --state-dir $NODE_DIR/" | head -1)
 [[ -n $KNET_PID ]] || { log "cannot find the knet daemon in $NS"; exit 1; }
 TCK=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }     # utime + stime, clock ticks
@@ -145,29 +202,44 @@ rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }  # kB
 # Query file: every Service once, shuffled, A records (cluster names only).
 for ((i = 0; i < SERVICES; i++)); do echo "svc-$i.default.svc.cluster.local A"; done | shuf >"$WORK/queries"
 
+# UDP receive-buffer drops in the node namespace (any socket: a server's or dnsperf's).
+rcvbuf_errors() {
+  inns awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) c[$i] = i; h = 1 } else print $c["RcvbufErrors"] }' /proc/net/snmp
+}
+pin() { [[ $PIN == 1 ]] && taskset -a -cp "$2" "$1" >/dev/null || true; } # pid cpus: every thread
+DNSPERF=(dnsperf)
+[[ $PIN == 1 ]] && DNSPERF=(taskset -c 1 dnsperf)
+
 run() { # name ip pid
-  local name=$1 ip=$2 pid=$3 c0 c1 out qps lost lat cpus
+  local name=$1 ip=$2 pid=$3 c0 c1 d0 d1 out qps lost lat cpus
+  pin "$pid" 0
   c0=$(cpu "$pid")
-  out=$(inns timeout $((DURATION + 30)) dnsperf -s "$ip" -d "$WORK/queries" -l "$DURATION" -c "$CLIENTS" -T "$CLIENTS" -t 2 -q 200 2>&1)
+  d0=$(rcvbuf_errors)
+  out=$(inns timeout $((DURATION + 30)) "${DNSPERF[@]}" -s "$ip" -d "$WORK/queries" -l "$DURATION" -c "$CLIENTS" -T "$THREADS" -t 2 -q 200 2>&1)
   c1=$(cpu "$pid")
+  d1=$(rcvbuf_errors)
+  pin "$pid" "0-$(($(nproc) - 1))"
   qps=$(awk '/Queries per second/ {print $4}' <<<"$out")
   lost=$(awk '/Queries lost/ {print $3}' <<<"$out")
   lat=$(awk '/Average Latency/ {print $4 * 1000}' <<<"$out")
   cpus=$(awk -v a="$c0" -v b="$c1" -v t="$TCK" -v d="$DURATION" 'BEGIN {printf "%.2f", (b - a) / t / d}')
-  printf '%-8s %10s %6s %10.3f %6s %12s %8s\n' "$name" "$qps" "$lost" "$lat" "$cpus" \
+  printf '%-8s %10.0f %6s %10.3f %6s %12s %8s %8s\n' "$name" "$qps" "$lost" "$lat" "$cpus" \
     "$(awk -v q="$qps" -v c="$cpus" 'BEGIN {if (c > 0) printf "%.0f", q / c; else print "-"}')" \
-    "$(($(rss "$pid") / 1024))" | tee -a "$WORK/results"
+    "$((d1 - d0))" "$(($(rss "$pid") / 1024))" | tee -a "$WORK/results"
 }
 
 echo
-echo "DNS: knet (pid $KNET_PID, $KNET_DNS) vs CoreDNS $CV (pid $CORE_PID, $CORE_IP); $SERVICES Services;"
-echo "dnsperf $(dpkg-query -W -f="\${Version}" dnsperf 2>/dev/null) -c $CLIENTS -T $CLIENTS -q 200, ${DURATION} s per run, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-8s %10s %6s %10s %6s %12s %8s\n' server qps lost avg_ms cores qps/core rss_MB
+echo "DNS: knet (pid $KNET_PID, $KNET_DNS, $([[ $DNS_ONLY == 1 ]] && echo "dns feature only" || echo "all default features")) vs CoreDNS $CV (pid $CORE_PID, $CORE_IP);"
+echo "$SERVICES Services, $ENDPOINTS endpoints each;"
+echo "dnsperf $(dpkg-query -W -f="\${Version}" dnsperf 2>/dev/null) -c $CLIENTS -T $THREADS -q 200, ${DURATION} s per run, $(nproc) cores, pinned: $PIN, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "RSS before the runs: knet $(($(rss "$KNET_PID") / 1024)) MB, CoreDNS $(($(rss "$CORE_PID") / 1024)) MB"
+printf '%-8s %10s %6s %10s %6s %12s %8s %8s\n' server qps lost avg_ms cores qps/core rcvbuf rss_MB
 for ((r = 1; r <= ROUNDS; r++)); do
   run knet $KNET_DNS "$KNET_PID"
   run coredns $CORE_IP "$CORE_PID"
 done
+echo "load after the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-awk '{q[$1] += $2; l[$1] += $3; c[$1] += $5; n[$1]++}
-     END {for (s in q) printf "%-8s mean qps %.0f, lost %d, qps/core %.0f\n", s, q[s]/n[s], l[s], q[s]/c[s]
+awk '{q[$1] += $2; l[$1] += $3; c[$1] += $5; d[$1] += $7; n[$1]++; if ($8 > m[$1]) m[$1] = $8}
+     END {for (s in q) printf "%-8s mean qps %.0f, lost %d, rcvbuf drops %d, qps/core %.0f, max RSS %d MB\n", s, q[s]/n[s], l[s], d[s], q[s]/c[s], m[s]
           if (c["coredns"] > 0 && c["knet"] > 0) printf "knet/CoreDNS qps per core: %.2fx\n", (q["knet"]/c["knet"]) / (q["coredns"]/c["coredns"])}' "$WORK/results"

@@ -51,8 +51,8 @@ pub struct IndexWriter<'a> {
     generation: &'a AtomicU64,
 }
 
-/// Cached UDP responses kept at most (about 4 MiB when full).
-pub const RESPONSE_CACHE_CAPACITY: usize = 16_384;
+/// Bytes of cached UDP requests and responses kept at most (tens of thousands of answers).
+pub const RESPONSE_CACHE_CAPACITY: usize = 4 << 20;
 
 /// Where and how to listen.
 #[derive(Debug, Clone, PartialEq, Eq)]
