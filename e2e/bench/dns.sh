@@ -16,9 +16,11 @@
 # conntrack (knet's own `inet knet-dns` table for its addresses; the `inet dnsbench` table this
 # script adds for CoreDNS's, as NodeLocal DNSCache would have it).
 #
-# The CoreDNS upstream (forward .) is a loopback-only dummy (127.0.0.1:5399 in the node
-# namespace, nothing listening); the benchmark only queries cluster names, so nothing is
-# forwarded and no traffic leaves the lab.
+# Two query mixes, each run against both servers: every Service name once, shuffled ("cluster"),
+# and 1000 external names ("external": name-N.ext.test), which both servers forward to the same
+# upstream, Debian's BIND `named` in the node namespace on 169.254.53.54 (authoritative for
+# ext.test, TTL 3600), and which are in both caches before the runs (a warm-up pass each). No
+# traffic leaves the lab. EXTERNAL=0 skips the external runs.
 #
 # Usage (root, after `make deps` and `cargo build -p knet-lab` + release knet):
 #   e2e/bench/dns.sh                 # 1k Services, 3 rounds of 15 s per server
@@ -37,6 +39,8 @@ CLIENTS=${CLIENTS:-4}
 THREADS=${THREADS:-2}       # dnsperf threads
 PIN=${PIN:-1}               # servers on CPU 0, dnsperf on CPU 1
 DNS_ONLY=${DNS_ONLY:-0}     # 1: knet runs only its dns feature (network, network-policy disabled)
+EXTERNAL=${EXTERNAL:-1}     # also run cached external names (forwarded to a local named)
+EXT_NAMES=1000
 ID=dnsbench
 NS=knetlab-$ID-node-1
 RUN_ROOT=${KNET_LAB_RUN_ROOT:-/dev/shm/knetlab}
@@ -45,6 +49,7 @@ LAB=${KNET_LAB:-$ROOT/target/debug/knet-lab}
 export KNET_BIN=${KNET_BIN:-$ROOT/target/release/knet}
 KNET_DNS=10.152.183.10
 CORE_IP=169.254.53.53
+UPSTREAM_IP=169.254.53.54
 WORK=$(mktemp -d /tmp/knet-dnsbench.XXXXXX)
 log() { printf '[bench-dns] %s\n' "$*" >&2; }
 
@@ -68,6 +73,7 @@ cleanup() {
     kill "$CORE_PID"; for _ in $(seq 50); do kill -0 "$CORE_PID" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$CORE_PID" 2>/dev/null
   fi
+  if [[ -f $WORK/named/named.pid ]]; then kill "$(cat "$WORK/named/named.pid")" 2>/dev/null; fi
   [[ -n ${KEEP_LAB:-} ]] || timeout 120 "$LAB" --id $ID down >/dev/null 2>&1
   rm -rf "$WORK"
 }
@@ -131,6 +137,7 @@ log "created in $(($(date +%s) - t0)) s"
 node_server=$(awk '/server:/ {print $2; exit}' "$(dirname "$KUBECONFIG")/nodes/node-1/kubeconfig")
 sed "s#server: .*#server: $node_server#" "$KUBECONFIG" >"$WORK/coredns.kubeconfig"
 inns ip addr add $CORE_IP/32 dev lo 2>/dev/null || true
+inns ip addr add $UPSTREAM_IP/32 dev lo 2>/dev/null || true
 inns ip link set lo up
 # CoreDNS's address gets what knet's get from knet's own `inet knet-dns` table: no conntrack
 # for port 53 (as NodeLocal DNSCache sets it up), so both servers run under the same conditions.
@@ -162,7 +169,7 @@ cat >"$WORK/Corefile" <<EOF
        fallthrough in-addr.arpa ip6.arpa
        ttl 30
     }
-    forward . 127.0.0.1:5399 {
+    forward . $UPSTREAM_IP {
        max_concurrent 1000
     }
     cache 30
@@ -171,6 +178,30 @@ cat >"$WORK/Corefile" <<EOF
     loadbalance
 }
 EOF
+# --- the upstream: named, authoritative for ext.test ---------------------------------------
+mkdir -p "$WORK/named"
+cat >"$WORK/named/named.conf" <<EOF
+options {
+  directory "$WORK/named";
+  pid-file "$WORK/named/named.pid";
+  session-keyfile "$WORK/named/session.key";
+  managed-keys-directory "$WORK/named";
+  listen-on port 53 { $UPSTREAM_IP; };
+  listen-on-v6 { none; };
+  recursion no;
+  dnssec-validation no;
+  allow-query { any; };
+};
+controls { };
+zone "ext.test" { type primary; file "$WORK/named/ext.test.zone"; };
+EOF
+printf '$TTL 3600\n@ IN SOA ns.ext.test. admin.ext.test. 1 3600 600 86400 3600\n@ IN NS ns.ext.test.\nns IN A %s\n* IN A 192.0.2.77\n' \
+  "$UPSTREAM_IP" >"$WORK/named/ext.test.zone"
+inns /usr/sbin/named -c "$WORK/named/named.conf" || { log "named did not start"; exit 1; }
+if [[ $EXTERNAL == 1 ]]; then
+  knet_cli set dns.upstream-nameservers=$UPSTREAM_IP >&2
+fi
+
 log "starting CoreDNS $CV in $NS on $CORE_IP:53"
 nsenter --net=/run/netns/$NS "$COREDNS" -conf "$WORK/Corefile" >"$WORK/coredns.log" 2>&1 &
 CORE_PID=$!
@@ -190,6 +221,12 @@ for srv in $KNET_DNS $CORE_IP; do
     sleep 1
   done
   [[ -n $ok ]] || { log "$srv never answered $last"; tail -20 "$WORK/coredns.log" >&2; exit 1; }
+  if [[ $EXTERNAL == 1 ]]; then
+    for _ in $(seq 30); do
+      [[ $(inns dig +short +time=1 +tries=1 @"$srv" name-0.ext.test A 2>/dev/null) == 192.0.2.77 ]] && break
+      sleep 1
+    done
+  fi
 done
 
 # --- pids and CPU accounting -------------------------------------------------------------
@@ -199,8 +236,16 @@ TCK=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }     # utime + stime, clock ticks
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }  # kB
 
-# Query file: every Service once, shuffled, A records (cluster names only).
-for ((i = 0; i < SERVICES; i++)); do echo "svc-$i.default.svc.cluster.local A"; done | shuf >"$WORK/queries"
+# Query files: every Service once, shuffled; the external names once, shuffled.
+for ((i = 0; i < SERVICES; i++)); do echo "svc-$i.default.svc.cluster.local A"; done | shuf >"$WORK/cluster"
+for ((i = 0; i < EXT_NAMES; i++)); do echo "name-$i.ext.test A"; done | shuf >"$WORK/external"
+KINDS=(cluster)
+if [[ $EXTERNAL == 1 ]]; then
+  KINDS+=(external)
+  for srv in $KNET_DNS $CORE_IP; do # warm both caches: every external name once
+    inns dnsperf -s "$srv" -d "$WORK/external" -n 1 -q 50 -t 2 >/dev/null 2>&1
+  done
+fi
 
 # UDP receive-buffer drops in the node namespace (any socket: a server's or dnsperf's).
 rcvbuf_errors() {
@@ -210,20 +255,24 @@ pin() { [[ $PIN == 1 ]] && taskset -a -cp "$2" "$1" >/dev/null || true; } # pid 
 DNSPERF=(dnsperf)
 [[ $PIN == 1 ]] && DNSPERF=(taskset -c 1 dnsperf)
 
-run() { # name ip pid
-  local name=$1 ip=$2 pid=$3 c0 c1 d0 d1 out qps lost lat cpus
+run() { # name ip pid kind
+  local name=$1 ip=$2 pid=$3 kind=$4 c0 c1 d0 d1 out qps lost lat cpus
   pin "$pid" 0
   c0=$(cpu "$pid")
   d0=$(rcvbuf_errors)
-  out=$(inns timeout $((DURATION + 30)) "${DNSPERF[@]}" -s "$ip" -d "$WORK/queries" -l "$DURATION" -c "$CLIENTS" -T "$THREADS" -t 2 -q 200 2>&1)
+  out=$(inns timeout $((DURATION + 30)) "${DNSPERF[@]}" -s "$ip" -d "$WORK/$kind" -l "$DURATION" -c "$CLIENTS" -T "$THREADS" -t 2 -q 200 2>&1) || true
   c1=$(cpu "$pid")
   d1=$(rcvbuf_errors)
   pin "$pid" "0-$(($(nproc) - 1))"
+  if ! grep -q "Queries per second" <<<"$out"; then
+    log "$name $kind: dnsperf did not finish within $((DURATION + 30)) s; run left out: $(tail -3 <<<"$out")"
+    return 0
+  fi
   qps=$(awk '/Queries per second/ {print $4}' <<<"$out")
   lost=$(awk '/Queries lost/ {print $3}' <<<"$out")
   lat=$(awk '/Average Latency/ {print $4 * 1000}' <<<"$out")
   cpus=$(awk -v a="$c0" -v b="$c1" -v t="$TCK" -v d="$DURATION" 'BEGIN {printf "%.2f", (b - a) / t / d}')
-  printf '%-8s %10.0f %6s %10.3f %6s %12s %8s %8s\n' "$name" "$qps" "$lost" "$lat" "$cpus" \
+  printf '%-8s %-8s %10.0f %6s %10.3f %6s %12s %8s %8s\n' "$name" "$kind" "$qps" "$lost" "$lat" "$cpus" \
     "$(awk -v q="$qps" -v c="$cpus" 'BEGIN {if (c > 0) printf "%.0f", q / c; else print "-"}')" \
     "$((d1 - d0))" "$(($(rss "$pid") / 1024))" | tee -a "$WORK/results"
 }
@@ -233,13 +282,18 @@ echo "DNS: knet (pid $KNET_PID, $KNET_DNS, $([[ $DNS_ONLY == 1 ]] && echo "dns f
 echo "$SERVICES Services, $ENDPOINTS endpoints each;"
 echo "dnsperf $(dpkg-query -W -f="\${Version}" dnsperf 2>/dev/null) -c $CLIENTS -T $THREADS -q 200, ${DURATION} s per run, $(nproc) cores, pinned: $PIN, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "RSS before the runs: knet $(($(rss "$KNET_PID") / 1024)) MB, CoreDNS $(($(rss "$CORE_PID") / 1024)) MB"
-printf '%-8s %10s %6s %10s %6s %12s %8s %8s\n' server qps lost avg_ms cores qps/core rcvbuf rss_MB
+printf '%-8s %-8s %10s %6s %10s %6s %12s %8s %8s\n' server names qps lost avg_ms cores qps/core rcvbuf rss_MB
 for ((r = 1; r <= ROUNDS; r++)); do
-  run knet $KNET_DNS "$KNET_PID"
-  run coredns $CORE_IP "$CORE_PID"
+  for kind in "${KINDS[@]}"; do
+    run knet $KNET_DNS "$KNET_PID" "$kind"
+    run coredns $CORE_IP "$CORE_PID" "$kind"
+  done
 done
 echo "load after the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-awk '{q[$1] += $2; l[$1] += $3; c[$1] += $5; d[$1] += $7; n[$1]++; if ($8 > m[$1]) m[$1] = $8}
-     END {for (s in q) printf "%-8s mean qps %.0f, lost %d, rcvbuf drops %d, qps/core %.0f, max RSS %d MB\n", s, q[s]/n[s], l[s], d[s], q[s]/c[s], m[s]
-          if (c["coredns"] > 0 && c["knet"] > 0) printf "knet/CoreDNS qps per core: %.2fx\n", (q["knet"]/c["knet"]) / (q["coredns"]/c["coredns"])}' "$WORK/results"
+awk '{k = $1 " " $2; q[k] += $3; l[k] += $4; c[k] += $6; d[k] += $8; n[k]++; if ($9 > m[$1]) m[$1] = $9}
+     END {for (k in q) printf "%-16s mean qps %.0f, lost %d, rcvbuf drops %d, qps/core %.0f\n", k, q[k]/n[k], l[k], d[k], q[k]/c[k]
+          for (s in m) printf "%-8s max RSS %d MB\n", s, m[s]
+          split("cluster external", kinds, " ")
+          for (i in kinds) { a = "knet " kinds[i]; b = "coredns " kinds[i]
+            if (c[a] > 0 && c[b] > 0) printf "knet/CoreDNS qps per core, %s names: %.2fx\n", kinds[i], (q[a]/c[a]) / (q[b]/c[b]) }}' "$WORK/results"

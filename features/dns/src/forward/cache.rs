@@ -213,3 +213,92 @@ impl Cache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use hickory_server::proto::rr::rdata::{A, SOA};
+    use hickory_server::proto::rr::{DNSClass, Name};
+
+    use super::*;
+
+    fn q(i: u32) -> Question {
+        Question {
+            name: Name::from_ascii(format!("n{i}.example.test.")).expect("name"),
+            qtype: RecordType::A,
+            qclass: DNSClass::IN,
+            dnssec_ok: false,
+        }
+    }
+
+    fn positive(ttl: u32) -> Cached {
+        let name = Name::from_ascii("n.example.test.").expect("name");
+        Cached {
+            rcode: ResponseCode::NoError,
+            authentic_data: false,
+            answers: vec![Record::from_rdata(
+                name,
+                ttl,
+                RData::A(A(Ipv4Addr::new(192, 0, 2, 1))),
+            )],
+            authorities: vec![],
+            additionals: vec![],
+        }
+    }
+
+    fn nxdomain(minimum: u32) -> Cached {
+        let zone = Name::from_ascii("example.test.").expect("name");
+        let soa = SOA::new(zone.clone(), zone.clone(), 1, 3600, 600, 86400, minimum);
+        Cached {
+            rcode: ResponseCode::NXDomain,
+            authentic_data: false,
+            answers: vec![],
+            authorities: vec![Record::from_rdata(zone, 3600, RData::SOA(soa))],
+            additionals: vec![],
+        }
+    }
+
+    #[test]
+    fn both_caches_are_bounded() {
+        let cache = Cache::new(64);
+        let now = Instant::now();
+        for i in 0..10_000 {
+            cache.put(&q(i), &positive(300), now);
+            cache.put(&q(i + 100_000), &nxdomain(60), now);
+        }
+        let (pos, neg) = cache.len();
+        assert!(pos <= 64 && neg <= 64, "{pos} {neg}");
+        assert!(pos > 0 && neg > 0);
+    }
+
+    #[test]
+    fn entries_age_and_expire() {
+        let cache = Cache::new(64);
+        let t0 = Instant::now();
+        cache.put(&q(1), &positive(30), t0);
+        cache.put(&q(2), &nxdomain(10), t0);
+        let later = t0 + Duration::from_secs(12);
+        let hit = cache.get(&q(1), later).expect("positive still cached");
+        assert_eq!(
+            hit.answers[0].ttl, 18,
+            "TTLs are aged by the time in the cache"
+        );
+        assert_eq!(
+            cache.get(&q(2), later),
+            None,
+            "the SOA minimum (10 s) bounds NXDOMAIN"
+        );
+        assert_eq!(cache.get(&q(1), t0 + Duration::from_secs(31)), None);
+        // SERVFAIL is never cached; TTLs are clamped to at least 5 s.
+        let servfail = Cached {
+            rcode: ResponseCode::ServFail,
+            ..positive(30)
+        };
+        cache.put(&q(3), &servfail, t0);
+        assert_eq!(cache.get(&q(3), t0), None);
+        cache.put(&q(4), &positive(0), t0);
+        assert!(cache.get(&q(4), t0 + Duration::from_secs(4)).is_some());
+        assert!(cache.get(&q(4), t0 + Duration::from_secs(6)).is_none());
+    }
+}

@@ -233,3 +233,42 @@ async fn forwarding_loops_are_detected() {
     assert_eq!(d.status, "NOERROR");
     server.stop().await;
 }
+
+/// UDP sockets bound to `addr` in this namespace, from /proc/net/udp (`0100007F:PORT` for
+/// 127.0.0.1).
+fn udp_sockets_on(addr: SocketAddr) -> usize {
+    let want = format!("0100007F:{:04X}", addr.port());
+    std::fs::read_to_string("/proc/net/udp")
+        .expect("/proc/net/udp")
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some(want.as_str()))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_udp_socket_per_core_sharing_the_port() {
+    let zone = ZoneConfig::new("cluster.local", 30, vec![]).expect("zone");
+    let state = DnsState::with_index(world(), zone, Forwarder::new(ForwardConfig::default()));
+    // The default: one per core.
+    let cfg = ServerConfig::new(vec!["127.0.0.1:0".parse().expect("addr")]);
+    let server = DnsServer::start(state.clone(), &cfg).expect("server starts");
+    let addr = server.bound()[0];
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(
+        udp_sockets_on(addr),
+        cores,
+        "one SO_REUSEPORT socket per core on {addr}"
+    );
+    // Each socket answers: many client ports spread over them (the kernel hashes the source).
+    for _ in 0..16 {
+        let d = dig(addr, "svc1.testns.svc.cluster.local", "A", false, &[]).await;
+        assert_eq!(d.data(), vec!["10.0.0.1"]);
+    }
+    server.stop().await;
+    assert_eq!(udp_sockets_on(addr), 0, "stopping closes every socket");
+    let mut cfg = cfg;
+    cfg.udp_sockets = 3;
+    let server = DnsServer::start(state, &cfg).expect("server starts");
+    assert_eq!(udp_sockets_on(server.bound()[0]), 3);
+    server.stop().await;
+}

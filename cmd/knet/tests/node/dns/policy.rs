@@ -163,12 +163,39 @@ async fn dns_works_under_default_deny_policies_untracked_and_disable_removes_it(
         "conntrack must be active in the node namespace, else the check above proves nothing"
     );
 
-    // Repeated questions come from the UDP fast path, and every query is counted.
+    // One UDP socket per core on each address (SO_REUSEPORT), one TCP listener.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    for ip in DNS_IPS {
+        let udp = node_sh(
+            &lab,
+            &format!("ss -Hlnu 'src {ip} and sport = :53' | wc -l"),
+        )
+        .await;
+        let tcp = node_sh(
+            &lab,
+            &format!("ss -Hlnt 'src {ip} and sport = :53' | wc -l"),
+        )
+        .await;
+        assert_eq!(
+            (udp.trim(), tcp.trim()),
+            (cores.to_string().as_str(), "1"),
+            "UDP sockets and TCP listeners on {ip}:53"
+        );
+    }
+
+    // Repeated questions come from the UDP fast path, and every query is counted, with its
+    // latency.
     let fast_before = metric(&lab, NODE, "knet_dns_udp_fast_path_total").await;
     let ok_before = metric(
         &lab,
         NODE,
         "knet_dns_requests_total{zone=\"cluster\",result=\"success\"}",
+    )
+    .await;
+    let timed_before = metric(
+        &lab,
+        NODE,
+        "knet_dns_request_duration_seconds_count{zone=\"cluster\"}",
     )
     .await;
     for _ in 0..5 {
@@ -184,11 +211,17 @@ async fn dns_works_under_default_deny_policies_untracked_and_disable_removes_it(
             "knet_dns_requests_total{zone=\"cluster\",result=\"success\"}",
         )
         .await;
-        (fast >= fast_before + 4 && ok >= ok_before + 5).then_some(())
+        let timed = metric(
+            &lab,
+            NODE,
+            "knet_dns_request_duration_seconds_count{zone=\"cluster\"}",
+        )
+        .await;
+        (fast >= fast_before + 4 && ok >= ok_before + 5 && timed >= timed_before + 5).then_some(())
     })
     .await
     .unwrap_or_else(|| {
-        panic!("5 identical queries: at least 4 from the fast path and 5 counted as success")
+        panic!("5 identical queries: at least 4 from the fast path, 5 counted as success and timed")
     });
 
     // Disable removes everything the feature installed on the node, and its Service.
