@@ -1,6 +1,6 @@
 //! DNS next to the node's other features, on a one-node lab: a pod under default-deny ingress and
-//! egress NetworkPolicies (plus the usual allow-DNS egress rule) still resolves, over UDP and
-//! TCP, while its other traffic is dropped; DNS traffic leaves no conntrack entry (the
+//! egress NetworkPolicies still resolves, without and with the usual allow-DNS egress rule, over
+//! UDP and TCP, while its other traffic is dropped; DNS traffic leaves no conntrack entry (the
 //! `inet knet-dns` NOTRACK table) while conntrack is on in the node's namespace; repeated
 //! questions are answered by the UDP fast path and counted in the metrics; and
 //! `knet disable dns` removes the table, the addresses, the listeners and the Service, which
@@ -96,13 +96,11 @@ async fn dns_works_under_default_deny_policies_untracked_and_disable_removes_it(
         .await
         .expect("client reaches front before any policy");
 
-    // Default deny, both directions, for every pod of the namespace; DNS allowed out (the
-    // usual rule: port 53 to anywhere).
-    let policies = format!(
-        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: default-deny, namespace: {NS}}}\nspec:\n  podSelector: {{}}\n  policyTypes: [Ingress, Egress]\n---\n\
-         apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: allow-dns, namespace: {NS}}}\nspec:\n  podSelector: {{}}\n  policyTypes: [Egress]\n  egress:\n  - ports: [{{port: 53, protocol: UDP}}, {{port: 53, protocol: TCP}}]\n"
+    // Default deny, both directions, for every pod of the namespace.
+    let deny = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: default-deny, namespace: {NS}}}\nspec:\n  podSelector: {{}}\n  policyTypes: [Ingress, Egress]\n"
     );
-    lab.apply_yaml(&policies, NS).await.expect("policies");
+    lab.apply_yaml(&deny, NS).await.expect("default-deny");
     let (_, t) = poll(Duration::from_secs(20), || async {
         lab.curl_from_pod(NS, "client", &url, Duration::from_secs(1))
             .await
@@ -112,15 +110,33 @@ async fn dns_works_under_default_deny_policies_untracked_and_disable_removes_it(
     .await
     .expect("the default-deny policy must stop client -> front");
     println!("default deny enforced after {t:?}");
-
+    // The policy feature filters what the node forwards, not a pod's traffic with its own node,
+    // so even with no allow rule the pod still reaches the node's DNS (docs/features/dns.md).
     let name = format!("web.{NS}.svc.{ZONE}.");
+    dig(&lab, "client", &name, "A", false).await.expect(
+        "A",
+        &[&web],
+        "under default deny without an allow-DNS rule",
+    );
+
+    // The usual allow-DNS rule on top (egress to port 53 anywhere).
+    let allow = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: allow-dns, namespace: {NS}}}\nspec:\n  podSelector: {{}}\n  policyTypes: [Egress]\n  egress:\n  - ports: [{{port: 53, protocol: UDP}}, {{port: 53, protocol: TCP}}]\n"
+    );
+    lab.apply_yaml(&allow, NS).await.expect("allow-dns");
     for tcp in [false, true] {
         dig(&lab, "client", &name, "A", tcp).await.expect(
             "A",
             &[&web],
-            &format!("under default deny (tcp: {tcp})"),
+            &format!("under default deny with allow-DNS (tcp: {tcp})"),
         );
     }
+    assert!(
+        lab.curl_from_pod(NS, "client", &url, Duration::from_secs(1))
+            .await
+            .is_err(),
+        "allow-DNS opens nothing else"
+    );
     let short = lab
         .dig_from_pod(NS, "client", "kubernetes.default", "A")
         .await
