@@ -65,6 +65,13 @@ bench-network: deps
 bench-services:
 	$(CARGO) test --release -p knet-network --test services_bench -- --ignored --nocapture --test-threads=1
 
+# Rule programming against kube-proxy in nftables mode (the lab's v1.37 build) in the same run,
+# from the same API objects, in a 1-node lab: 1k/10k/30k Services and a one-endpoint change.
+# Needs root and the lab (make deps); takes about half an hour (creating 30k Services).
+.PHONY: bench-services-kube-proxy
+bench-services-kube-proxy: deps
+	$(CARGO) test --release -p knet --test node services::bench -- --ignored --nocapture --test-threads=1
+
 # --- benchmarks: DNS (docs/benchmarks.md, "DNS") ------------------------------
 
 # knet's DNS vs CoreDNS (built from its Go module, Corefile as kubeadm ships it, watching the

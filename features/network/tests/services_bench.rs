@@ -156,7 +156,7 @@ async fn bench_rule_programming() {
         }
         let max = totals.iter().max().copied().unwrap_or_default();
         println!(
-            "| {n} | {computed:.0?} | {applied:.0?} | {:.0?} | {} KiB | {:.1?} | {:.1?} | {:.1?} ({max:.1?}) | {} messages, {} B | {:.0?} |",
+            "| {n} | {computed:.0?} | {applied:.2?} | {:.2?} | {} KiB | {:.1?} | {:.1?} | {:.1?} ({max:.1?}) | {} messages, {} B | {:.0?} |",
             computed + applied,
             script.len() / 1024,
             median_time(models),

@@ -10,3 +10,4 @@ mod dns;
 mod network;
 mod reset;
 mod services;
+mod services_access;

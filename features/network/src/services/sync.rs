@@ -1,9 +1,9 @@
-//! The services sync loop: any change of a Service, EndpointSlice or Node (shared watches) →
-//! wait [`DEBOUNCE`] → recompute and re-render only the Services whose objects changed
-//! ([`Desired`]) → apply the difference as one nf_tables netlink batch ([`NfSocket`]). A full
-//! `nft -f -` transaction, from a model recomputed from scratch, runs at start, after a failure,
-//! when the static part changes and every [`RESYNC`], and repairs drift (someone flushing a
-//! chain, a crash mid-way).
+//! The services sync loop: any change of a Service, EndpointSlice, Node (shared watches) or of
+//! the cluster config → wait [`DEBOUNCE`] → recompute and re-render only the Services whose
+//! objects changed ([`Desired`]) → apply the difference as one nf_tables netlink batch
+//! ([`NfSocket`]). A full `nft -f -` transaction, from a model recomputed from scratch, runs at
+//! start, after a failure, when the static part changes and every [`RESYNC`], and repairs drift
+//! (someone flushing a chain, a crash mid-way).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -57,6 +57,8 @@ struct Applied {
     skipped: usize,
     /// The netlink socket for incremental batches (opened on first use).
     socket: Option<NfSocket>,
+    /// Whether the pass in progress is a full one (for the metrics of a failed pass).
+    full_pass: bool,
 }
 
 /// Runs the loop until `shutdown`.
@@ -69,6 +71,8 @@ pub async fn run(
     let mut services = ctx.watches.get::<Service>();
     let mut slices = ctx.watches.get::<EndpointSlice>();
     let mut nodes = ctx.watches.get::<Node>();
+    // Config changes (e.g. network.nodeport-addresses) wake the loop too.
+    let mut config = ctx.config.clone();
     line.services("services: waiting for the Service and EndpointSlice lists".into());
     tokio::select! {
         () = shutdown.cancelled() => return,
@@ -125,6 +129,7 @@ pub async fn run(
             Err(error) => {
                 tracing::warn!(%error, "services sync failed");
                 line.services(format!("services: failed: {error}"));
+                metrics::sync_pass(0.0, applied.full_pass, false);
                 applied.in_kernel = false;
                 RETRY
             }
@@ -134,6 +139,7 @@ pub async fn run(
             alive = services.changed() => if !alive { return },
             alive = slices.changed() => if !alive { return },
             alive = nodes.changed() => if !alive { return },
+            changed = config.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(wait) => continue,
         }
         tokio::select! {
@@ -191,6 +197,7 @@ impl Pass<'_> {
         let full = !applied.in_kernel
             || applied.static_config.as_ref() != Some(&static_config)
             || applied.last_full.is_none_or(|t| t.elapsed() >= RESYNC);
+        applied.full_pass = full;
         if full {
             // Recompute everything from scratch as well: the resync also repairs any drift of
             // the incremental model.
