@@ -27,8 +27,6 @@ pub const MASQ_MARK: u32 = 0x4000;
 pub const REJECT_CHAIN: &str = "reject-chain";
 /// Where a `Local` policy without local endpoints goes.
 pub const DROP_CHAIN: &str = "drop-chain";
-/// Sets the masquerade mark.
-pub const MARK_CHAIN: &str = "mark-for-masquerade";
 
 /// Verdict maps holding the per-service elements, with their key types.
 const MAP_TYPES: [(&str, &str); 10] = [
@@ -109,21 +107,22 @@ const HOOKS: [(&str, &str, &str, i32, &str); 8] = [
     ),
 ];
 
-/// Regular chains of the static part.
-const REGULAR: [&str; 7] = [
+/// Regular chains of the static part. (Per-service chains set the masquerade mark inline, not
+/// with kube-proxy's `jump mark-for-masquerade`: every jump is one more chain for the kernel to
+/// walk when it validates the table after a change.)
+const REGULAR: [&str; 6] = [
     "services",
     "endpoints-check",
     "firewall-check",
-    MARK_CHAIN,
     "masquerading",
     REJECT_CHAIN,
     DROP_CHAIN,
 ];
 
 /// Every chain of the static part.
-pub const STATIC_CHAINS: [&str; 15] = [
+pub const STATIC_CHAINS: [&str; 14] = [
     HOOKS[0].0, HOOKS[1].0, HOOKS[2].0, HOOKS[3].0, HOOKS[4].0, HOOKS[5].0, HOOKS[6].0, HOOKS[7].0,
-    REGULAR[0], REGULAR[1], REGULAR[2], REGULAR[3], REGULAR[4], REGULAR[5], REGULAR[6],
+    REGULAR[0], REGULAR[1], REGULAR[2], REGULAR[3], REGULAR[4], REGULAR[5],
 ];
 
 /// Named sets of the static part (NodePort addresses), when a [`StaticConfig`] asks for them.
@@ -293,10 +292,6 @@ pub fn static_part(config: &StaticConfig) -> String {
             }
         }
     }
-    rule(
-        MARK_CHAIN,
-        &format!("meta mark set meta mark | {MASQ_MARK:#x}"),
-    );
     rule(
         "masquerading",
         &format!("meta mark & {MASQ_MARK:#x} == 0 return"),

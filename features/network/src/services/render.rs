@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 
-use super::base::{DROP_CHAIN, MAPS, MARK_CHAIN, REJECT_CHAIN};
+use super::base::{DROP_CHAIN, MAPS, MASQ_MARK, REJECT_CHAIN};
 use super::model::{Endpoint, Family, PortKey, ServicePort, ServiceTable, Target};
 use super::rule::{Action, AffinitySet, ElemKey, Goto, Match, Rule};
 
@@ -112,7 +112,7 @@ impl Ruleset {
             // Node-originated traffic is masqueraded and may use any endpoint; so may pods.
             rules.push(Rule::when(
                 vec![Match::FibSaddrLocal],
-                Action::Jump(MARK_CHAIN.into()),
+                Action::OrMark(MASQ_MARK),
             ));
             let cluster_chain = match &p.cluster {
                 Target::Endpoints(_) if p.cluster_ip.is_some() => svc.clone(),
@@ -137,7 +137,7 @@ impl Ruleset {
                 _ => rules.push(Rule::always(Action::Drop)),
             }
         } else {
-            rules.push(Rule::always(Action::Jump(MARK_CHAIN.into())));
+            rules.push(Rule::always(Action::OrMark(MASQ_MARK)));
             match &p.external {
                 Target::Endpoints(_) if p.cluster == p.external && p.cluster_ip.is_some() => {
                     rules.push(Rule::always(Action::Goto(svc)));
@@ -226,9 +226,10 @@ impl Ruleset {
 
     fn endpoint_chain(&mut self, name: &str, p: &ServicePort, e: &Endpoint) {
         let family = p.key.family;
+        // Hairpin: a pod reaching itself through the Service is masqueraded.
         let mut rules = vec![Rule::when(
             vec![Match::Saddr(IpNet::from(e.ip))],
-            Action::Jump(MARK_CHAIN.into()),
+            Action::OrMark(MASQ_MARK),
         )];
         if let Some(timeout) = p.affinity {
             let set = format!("aff{}-{timeout}", ep_ident(&p.key, e));

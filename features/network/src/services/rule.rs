@@ -43,6 +43,9 @@ pub enum Action {
     UpdateSaddr(Family, String),
     /// `dnat ip to 10.1.0.5:8080` (needs an [`Match::L4Proto`] before it).
     Dnat(SocketAddr),
+    /// `meta mark set meta mark | <bits>`: set bits of the packet mark and go on with the
+    /// chain (what `jump mark-for-masquerade` does, without a jump for the kernel to follow).
+    OrMark(u32),
 }
 
 /// One rule of a per-service chain.
@@ -135,6 +138,7 @@ impl fmt::Display for Action {
                 write!(f, "update @{set} {{ {} saddr }}", nft_family(*family))
             }
             Action::Dnat(to) => write!(f, "dnat {} to {to}", nft_family(Family::of(to.ip()))),
+            Action::OrMark(bits) => write!(f, "meta mark set meta mark | {bits:#x}"),
         }
     }
 }

@@ -142,7 +142,7 @@ fn syncs_in_log(log: &str) -> Vec<(bool, f64)> {
 
 /// A Go duration (`1m2.5s`, `812.3ms`, `45µs`) in seconds.
 fn go_duration(s: &str) -> Option<f64> {
-    let mut total = 0.0;
+    let mut nanos = 0.0;
     let mut rest = s;
     while !rest.is_empty() {
         let end = rest
@@ -151,21 +151,21 @@ fn go_duration(s: &str) -> Option<f64> {
         let (num, tail) = rest.split_at(end);
         let value: f64 = num.parse().ok()?;
         let (scale, len) = [
-            ("ms", 1e-3),
-            ("µs", 1e-6),
-            ("us", 1e-6),
-            ("ns", 1e-9),
-            ("h", 3600.0),
-            ("m", 60.0),
-            ("s", 1.0),
+            ("ms", 1e6),
+            ("µs", 1e3),
+            ("us", 1e3),
+            ("ns", 1.0),
+            ("h", 3600e9),
+            ("m", 60e9),
+            ("s", 1e9),
         ]
         .iter()
         .find(|(unit, _)| tail.starts_with(unit))
         .map(|(unit, scale)| (*scale, unit.len()))?;
-        total += value * scale;
+        nanos += value * scale;
         rest = &tail[len..];
     }
-    Some(total)
+    Some(nanos / 1e9)
 }
 
 struct KnetRun {

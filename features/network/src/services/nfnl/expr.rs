@@ -29,6 +29,7 @@ const NFT_JUMP: i32 = -3;
 const NFT_GOTO: i32 = -4;
 const NFT_RETURN: i32 = -5;
 
+const NFT_META_MARK: u32 = 3;
 const NFT_META_NFPROTO: u32 = 15;
 const NFT_META_L4PROTO: u32 = 16;
 const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
@@ -113,6 +114,21 @@ fn action(w: &mut Writer, a: &Action) {
                 w.u32(4, REG_1); // NFTA_DYNSET_SREG_KEY
                 w.u32(3, NFT_DYNSET_OP_UPDATE); // NFTA_DYNSET_OP
                 w.str(1, set); // NFTA_DYNSET_SET_NAME
+            });
+        }
+        Action::OrMark(bits) => {
+            meta(w, NFT_META_MARK);
+            expr(w, "bitwise", |w| {
+                w.u32(1, REG_1); // NFTA_BITWISE_SREG
+                w.u32(2, REG_1); // NFTA_BITWISE_DREG
+                w.u32(6, 0); // NFTA_BITWISE_OP: NFT_BITWISE_BOOL (mask and xor)
+                w.u32(3, 4); // NFTA_BITWISE_LEN
+                w.nested(4, |w| w.bytes_attr(NFTA_DATA_VALUE, &(!bits).to_ne_bytes()));
+                w.nested(5, |w| w.bytes_attr(NFTA_DATA_VALUE, &bits.to_ne_bytes()));
+            });
+            expr(w, "meta", |w| {
+                w.u32(2, NFT_META_MARK); // NFTA_META_KEY
+                w.u32(3, REG_1); // NFTA_META_SREG
             });
         }
         Action::Dnat(to) => {

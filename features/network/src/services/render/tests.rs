@@ -74,7 +74,7 @@ fn cluster_ip_dispatches_through_the_map_and_balances_with_a_numgen_cascade() {
     assert_eq!(
         texts(&r.chains[ep]),
         vec![
-            "ip saddr 10.1.0.5 jump mark-for-masquerade".to_owned(),
+            "ip saddr 10.1.0.5 meta mark set meta mark | 0x4000".to_owned(),
             "meta l4proto tcp dnat ip to 10.1.0.5:8080".to_owned(),
         ]
     );
@@ -93,7 +93,7 @@ fn node_port_with_cluster_policy_masquerades_then_uses_the_service_chain() {
     let ext = &r.elements["service-nodeports-v4"][&np(30080)].0;
     assert!(ext.starts_with("ext4-"));
     let rules = texts(&r.chains[ext]);
-    assert_eq!(rules[0], "jump mark-for-masquerade");
+    assert_eq!(rules[0], "meta mark set meta mark | 0x4000");
     assert!(rules[1].starts_with("goto svc4-"), "{rules:?}");
 }
 
@@ -108,7 +108,10 @@ fn external_policy_local_keeps_the_source_and_short_circuits_pods_and_the_node()
     );
     let ext = r.elements["service-nodeports-v4"][&np(30080)].0.clone();
     let rules = texts(&r.chains[&ext]);
-    assert_eq!(rules[0], "fib saddr type local jump mark-for-masquerade");
+    assert_eq!(
+        rules[0],
+        "fib saddr type local meta mark set meta mark | 0x4000"
+    );
     assert!(rules[1].starts_with("fib saddr type local goto svc4-"));
     assert!(rules[2].starts_with("ip saddr 10.1.0.0/16 goto svc4-"));
     let svl = rules[3].strip_prefix("goto ").expect("goto svl");
