@@ -80,23 +80,33 @@ client_ns=${PREFIX}pod-$(kubectl -n demo get pod client -o jsonpath='{.metadata.
 in_client() { ip netns exec "$client_ns" "$@"; }
 
 step "pod to pod, same node and across nodes (each web pod answers with its name)"
-for ip in $(kubectl -n demo get pods -l app=web -o jsonpath='{range .items[*]}{.status.podIP} {end}'); do
-  printf '  client -> %-12s : %s\n' "$ip" "$(in_client curl -sS --max-time 5 "http://$ip:8080/hostname")"
+for pod in $(kubectl -n demo get pods -l app=web -o jsonpath='{range .items[*]}{.metadata.name}={.status.podIP} {end}'); do
+  name=${pod%%=*} ip=${pod#*=}
+  got=$(in_client curl -sS --max-time 5 "http://$ip:8080/hostname")
+  printf '  client -> %-12s : %s\n' "$ip" "$got"
+  [[ $got == "$name" ]] || fail "$ip answered \"$got\", not $name"
 done
 
 step "resolving the Service by name from the client pod (knet's DNS on the node)"
-in_client dig +short +search web.demo.svc.cluster.local
-in_client dig +short +search kubernetes.default
+cluster_ip=$(kubectl -n demo get svc web -o jsonpath='{.spec.clusterIP}')
+got=$(in_client dig +short +search web.demo.svc.cluster.local)
+echo "  web.demo.svc.cluster.local -> $got"
+[[ $got == "$cluster_ip" ]] || fail "web resolved to \"$got\", not its ClusterIP $cluster_ip"
+got=$(in_client dig +short +search kubernetes.default)
+echo "  kubernetes.default (search path) -> $got"
+[[ $got == "$(kubectl get svc kubernetes -o jsonpath='{.spec.clusterIP}')" ]] || fail "kubernetes.default resolved to \"$got\""
 
 step "through the ClusterIP by name, 8 requests spread over the endpoints (knet's service dataplane, no kube-proxy)"
-for _ in $(seq 8); do in_client curl -sS --max-time 5 http://web.demo/hostname; echo; done | sort | uniq -c
+answers=$(for _ in $(seq 8); do in_client curl -sS --max-time 5 http://web.demo/hostname; echo; done)
+sort <<<"$answers" | uniq -c
+[[ $(grep -c '^web-' <<<"$answers") -eq 8 ]] || fail "not every request through the ClusterIP reached a web pod"
 
 step "through the NodePort from node-2's host namespace"
 node1=$(kubectl get node node-1 -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
 node1=${node1%% *}   # the IPv4 address (nodes are dual-stack on the underlay)
-for _ in $(seq 4); do
-  ip netns exec "${PREFIX}node-2" curl -sS --max-time 5 "http://$node1:30080/hostname"; echo
-done | sort | uniq -c
+answers=$(for _ in $(seq 4); do ip netns exec "${PREFIX}node-2" curl -sS --max-time 5 "http://$node1:30080/hostname"; echo; done)
+sort <<<"$answers" | uniq -c
+[[ $(grep -c '^web-' <<<"$answers") -eq 4 ]] || fail "not every request through NodePort $node1:30080 reached a web pod"
 
 trap - ERR
 cat <<EOF2

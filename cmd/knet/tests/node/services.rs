@@ -122,6 +122,16 @@ async fn services_work_for_every_origin_and_follow_endpoints() {
         knet_e2e::process::run(&["bpftool", "cgroup", "show", &cg], Duration::from_secs(5))
             .await
             .expect("bpftool");
+    let host_root = knet_e2e::process::run(
+        &["bpftool", "cgroup", "show", knet_e2e::config::CGROUP_ROOT],
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("bpftool");
+    assert!(
+        !host_root.stdout.contains("knet_"),
+        "the socket LB must never attach to the host's cgroup root: {host_root:?}"
+    );
     assert!(
         attached.stdout.contains("connect4"),
         "socket LB attached: {attached:?}"
