@@ -10,4 +10,3 @@ mod dns;
 mod network;
 mod reset;
 mod services;
-mod services_access;

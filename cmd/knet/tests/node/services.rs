@@ -4,6 +4,7 @@
 //! the health check port; affinity; no-endpoint rejects; endpoint churn; a daemon restart
 //! keeping rules and an established connection; disable leaving nothing behind.
 
+mod access;
 mod bench;
 mod dual_stack;
 mod endpoints;

@@ -160,6 +160,18 @@ impl Outside {
         }
     }
 
+    /// Adds another IPv4 address, `.host` on segment A, to the outside host; returns it.
+    pub async fn add_v4(&self, host: u8) -> String {
+        let ip = Segment::A.v4(host).to_string();
+        knet_e2e::netns::ip(
+            &self.netns,
+            &["addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+        )
+        .await
+        .expect("outside: second address");
+        ip
+    }
+
     /// Both families: as [`Outside::start`], plus an IPv6 address on the segment and routes to
     /// the IPv6 LB and external IPs (`2001:db8:40::/64`) via `via6`.
     pub async fn start_dual(lab: &Lab, via4: &str, via6: &str) -> Outside {

@@ -4,106 +4,23 @@
 //! address and back; `/metrics` has the sync and network-programming histograms, the latter
 //! fed by the EndpointSlice controller's trigger times.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
 use knet_e2e::{Lab, Segment};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 
+use super::kit::{AGNHOST, CONFIG, LB_IP, Outside, wait_until};
 use crate::support;
 
 const NS: &str = "svcacc";
-const LB_IP: &str = "192.0.2.50";
-/// Only the network feature.
-const CONFIG: &str = "dns:\n  enabled: false\nnetwork-policy:\n  enabled: false\n";
-const AGNHOST: &str = "registry.k8s.io/e2e-test-images/agnhost:2.53";
 
 /// An agnhost netexec pod (HTTP 8080) on node-1, labelled `app: a`, ready when it listens.
 fn pod_yaml(name: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {NS}, labels: {{app: a}}}}\nspec:\n  nodeName: node-1\n  containers:\n  - name: c\n    image: {AGNHOST}\n    args: [netexec, --http-port=8080]\n    readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}\n"
     )
-}
-
-/// Polls `check` every 50 ms until it holds or `timeout` passes; how long it took.
-async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let t = Instant::now();
-    while t.elapsed() < timeout {
-        if check().await {
-            return Some(t.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
-}
-
-/// A host outside the cluster on underlay segment A with two addresses (`.211`, `.212`),
-/// reaching the LB IP through `via`; its namespace is the lab's, removed with it.
-async fn outside(lab: &Lab, via: &str) -> (String, String, String) {
-    let netns = format!("knetlab-{}-svcacc", lab.id());
-    let (a, b) = (
-        Segment::A.v4(211).to_string(),
-        Segment::A.v4(212).to_string(),
-    );
-    knet_e2e::netns::add(&netns).await.expect("outside netns");
-    let underlay = lab.underlay_netns().to_owned();
-    let steps: [(&str, Vec<String>); 6] = [
-        (
-            &underlay,
-            [
-                "link", "add", "vsvcacc", "type", "veth", "peer", "name", "eth0", "netns", &netns,
-            ]
-            .map(String::from)
-            .to_vec(),
-        ),
-        (
-            &underlay,
-            ["link", "set", "vsvcacc", "master", "br-a", "up"]
-                .map(String::from)
-                .to_vec(),
-        ),
-        (
-            &netns,
-            vec![
-                "addr".into(),
-                "add".into(),
-                format!("{a}/24"),
-                "dev".into(),
-                "eth0".into(),
-            ],
-        ),
-        (
-            &netns,
-            vec![
-                "addr".into(),
-                "add".into(),
-                format!("{b}/24"),
-                "dev".into(),
-                "eth0".into(),
-            ],
-        ),
-        (
-            &netns,
-            ["link", "set", "eth0", "up"].map(String::from).to_vec(),
-        ),
-        (
-            &netns,
-            ["route", "add", LB_IP, "via", via]
-                .map(String::from)
-                .to_vec(),
-        ),
-    ];
-    for (ns, args) in &steps {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        knet_e2e::netns::ip(ns, &args).await.expect("outside setup");
-    }
-    (netns, a, b)
 }
 
 /// HTTP GET of `/hostname` from `netns` with source address `src` (bounded); the body.
@@ -160,7 +77,10 @@ async fn source_ranges_nodeport_addresses_and_metrics() {
     support::bootstrap_nodes(&lab, CONFIG, &[("node-1", &["--socket-lb-cgroup", "off"])]).await;
     lab.create_namespace(NS).await.expect("namespace");
     let node_ip = lab.node("node-1").expect("node-1").ipv4.to_string();
-    let (out_ns, allowed, other_src) = outside(&lab, &node_ip).await;
+    // A host outside the cluster with two addresses: one inside the source ranges, one not.
+    let out = Outside::start(&lab, &node_ip).await;
+    let other_src = out.add_v4(202).await;
+    let (out_ns, allowed) = (out.netns.clone(), out.v4.clone());
     let service = format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: fw, namespace: {NS}}}\nspec:\n  selector: {{app: a}}\n  type: LoadBalancer\n  loadBalancerSourceRanges: [{allowed}/32]\n  ports:\n  - {{name: http, port: 80, targetPort: 8080, nodePort: 30300}}\n"
     );
