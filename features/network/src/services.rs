@@ -15,6 +15,7 @@ pub mod base;
 pub mod conntrack;
 pub mod desired;
 pub mod exec;
+pub mod fnv;
 pub mod health;
 pub mod metrics;
 pub mod model;

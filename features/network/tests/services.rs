@@ -10,10 +10,10 @@ use std::io::ErrorKind;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use knet_network::services::apply::{delete_script, full_script, parse_names};
+use knet_network::services::apply::{FullScript, delete_script, full_script, parse_names};
 use knet_network::services::base::{STATIC_CHAINS, StaticConfig};
 use knet_network::services::desired::{Desired, NodeInputs};
-use knet_network::services::exec::{nft_apply, nft_list};
+use knet_network::services::exec::{nft_apply, nft_apply_streamed, nft_list, nft_list_names};
 use knet_network::services::model::ServiceTable;
 use knet_network::services::nfnl::NfSocket;
 use knet_network::services::render::Ruleset;
@@ -122,12 +122,27 @@ async fn services_translate_reject_update_and_clean_up() {
         node_ips: Vec::new(),
     };
     desired.update(&services, &slices, &inputs, true);
-    let first = desired.ruleset().clone();
+    let first = desired.ruleset();
     assert_eq!(first, render(&services, &slices));
-    let kernel = parse_names(&nft_list(ns).await.expect("list"));
-    nft_apply(ns, &full_script(&kernel, &StaticConfig::default(), &first))
+    // Cold, as the sync loop does it: the table's names listed, the transaction rendered
+    // Service by Service as it streams to `nft -f -`.
+    let kernel = parse_names(&nft_list_names(ns).await.expect("list"));
+    let config = StaticConfig::default();
+    let mut script = FullScript::new(&kernel, &config, desired.rendered(), desired.elements());
+    nft_apply_streamed(ns, &mut script)
         .await
         .expect("cold apply");
+    assert_eq!(script.chains(), first.chains.len());
+    let kernel = parse_names(&nft_list_names(ns).await.expect("list"));
+    assert_eq!(
+        kernel.chains.len(),
+        first.chains.len() + STATIC_CHAINS.len()
+    );
+    assert!(first.chains.keys().all(|c| kernel.chains.contains(c)));
+    assert_eq!(
+        kernel.sets.iter().collect::<Vec<_>>().len(),
+        first.sets.len()
+    );
 
     // ClusterIP from a pod: both endpoints serve.
     let client = &c.0;
@@ -177,7 +192,7 @@ async fn services_translate_reject_update_and_clean_up() {
     s2[0] = slice("web", &[("10.1.0.11", "node")]);
     let update = desired.update(&services, &s2, &inputs, true);
     assert_eq!(update.recomputed, 1, "only web");
-    let second = desired.ruleset().clone();
+    let second = desired.ruleset();
     assert_eq!(second, render(&services, &s2));
     let mut socket = NfSocket::open(ns).await.expect("netlink socket");
     let (messages, _) = socket.apply(&update.diff).expect("netlink batch");

@@ -90,7 +90,7 @@ async fn apply_full(node: &Ns, config: &StaticConfig, desired: &Desired) {
     let kernel = parse_names(&nft_list(Some(&path)).await.expect("list"));
     nft_apply(
         Some(&path),
-        &full_script(&kernel, config, desired.ruleset()),
+        &full_script(&kernel, config, &desired.ruleset()),
     )
     .await
     .expect("full apply");

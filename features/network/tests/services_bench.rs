@@ -3,7 +3,8 @@
 //! or `make bench-services`). They print figures and assert nothing about time.
 //!
 //! - programming: the table for 1k/10k/30k Services with 2 endpoints each, applied cold to a
-//!   fresh namespace (model + render + one nft transaction), then a one-endpoint change at each
+//!   fresh namespace (the model, then one nft transaction rendered Service by Service as it
+//!   streams to `nft -f -`, as the sync loop does), then a one-endpoint change at each
 //!   size the way the sync loop makes it: the incremental model recomputes the one Service
 //!   whose EndpointSlice changed, and the diff goes to the kernel as an nf_tables netlink
 //!   batch (the same diff through `nft -f` is timed too, for comparison);
@@ -20,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use knet_network::services::apply::{full_script, parse_names};
+use knet_network::services::apply::{FullScript, full_script, parse_names};
 use knet_network::services::base::StaticConfig;
 use knet_network::services::desired::{Desired, NodeInputs};
-use knet_network::services::exec::{nft_apply, nft_list};
+use knet_network::services::exec::{nft_apply, nft_apply_streamed, nft_list_names};
 use knet_network::services::model::ServiceTable;
 use knet_network::services::nfnl::NfSocket;
 use knet_network::services::render::Ruleset;
@@ -101,21 +102,27 @@ const CHANGE_ROUNDS: u32 = 9;
 async fn bench_rule_programming() {
     assert!(privileged(), "needs root and nft");
     println!(
-        "| Services | cold: model+render | cold: nft apply | cold total | script | one-endpoint change: model | netlink apply | total (max) | batch | same diff via nft -f |"
+        "| Services | cold: model | cold: render + nft apply (streamed) | cold total | script | one-endpoint change: model | netlink apply | total (max) | batch | same diff via nft -f |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for n in [1_000u32, 10_000, 30_000] {
         let node = Ns::create("bench");
         let path = node.path();
         let (svcs, mut slices) = objects(n, two_endpoints);
+        // The sync loop's cold path: the model, then the full transaction rendered Service by
+        // Service as it streams to `nft -f -`.
         let t0 = Instant::now();
         let mut desired = Desired::default();
         desired.update(&svcs, &slices, &inputs(), false);
-        let kernel = parse_names(&nft_list(Some(&path)).await.expect("list"));
-        let script = full_script(&kernel, &StaticConfig::default(), desired.ruleset());
         let computed = t0.elapsed();
         let t1 = Instant::now();
-        nft_apply(Some(&path), &script).await.expect("cold apply");
+        let kernel = parse_names(&nft_list_names(Some(&path)).await.expect("list"));
+        let config = StaticConfig::default();
+        let mut script = FullScript::new(&kernel, &config, desired.rendered(), desired.elements());
+        nft_apply_streamed(Some(&path), &mut script)
+            .await
+            .expect("cold apply");
+        let script_len = script.bytes();
         let applied = t1.elapsed();
         let mut socket = NfSocket::open(Some(&path)).await.expect("netlink socket");
         // One endpoint of one Service replaced, with a new resourceVersion as the API server
@@ -158,7 +165,7 @@ async fn bench_rule_programming() {
         println!(
             "| {n} | {computed:.0?} | {applied:.2?} | {:.2?} | {} KiB | {:.1?} | {:.1?} | {:.1?} ({max:.1?}) | {} messages, {} B | {:.0?} |",
             computed + applied,
-            script.len() / 1024,
+            script_len / 1024,
             median_time(models),
             median_time(applies),
             median_time(totals),
@@ -320,7 +327,7 @@ async fn bench_connection_rate() {
         svcs.push(serde_json::from_value(s0).expect("svc"));
         slices.push(serde_json::from_value(e0).expect("slice"));
         let (table, r) = ruleset(&svcs, &slices);
-        let kernel = parse_names(&nft_list(Some(&path)).await.expect("list"));
+        let kernel = parse_names(&nft_list_names(Some(&path)).await.expect("list"));
         nft_apply(
             Some(&path),
             &full_script(&kernel, &StaticConfig::default(), &r),

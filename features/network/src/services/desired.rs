@@ -1,18 +1,25 @@
-//! The desired services ruleset, kept between syncs and updated incrementally: each pass
+//! The desired services state, kept between syncs and updated incrementally: each pass
 //! fingerprints every Service with its EndpointSlices (uid and resourceVersion, which the API
-//! server changes on every write) and recomputes, re-renders and diffs only the Services whose
-//! fingerprint changed, so a one-endpoint change costs O(that Service), not O(all Services).
-//! A change of what every Service depends on ([`NodeInputs`]: node name, pod CIDRs, SCTP)
-//! recomputes everything.
+//! server changes on every write) and recomputes and diffs only the Services whose fingerprint
+//! changed, so a one-endpoint change costs O(that Service), not O(all Services). A change of
+//! what every Service depends on ([`NodeInputs`]: node name, pod CIDRs, SCTP) recomputes
+//! everything.
+//!
+//! Per Service only its model (the [`ServicePort`]s) is kept, not its rendered chains: the
+//! rules of a changed Service's previous version are rendered again from its previous ports to
+//! diff against, and a full transaction renders each Service as it streams it to `nft`
+//! ([`Desired::rendered`]). Rendering is a pure function of the ports and [`NodeInputs`].
 //!
 //! Chains and affinity sets are named after their Service, so each belongs to exactly one
 //! Service. Map elements may be claimed by several (two Services listing the same external IP
 //! and port); the claim of the greatest `namespace/name` wins, as in a full render, where later
-//! Services overwrite earlier ones.
+//! Services overwrite earlier ones. The claims (with their verdicts) are kept, one small list
+//! per element.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, hash_map};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
@@ -22,6 +29,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::apply::Diff;
 use super::base::MAPS;
+use super::fnv::Fnv;
 use super::model::{PortKey, SERVICE_NAME_LABEL, ServicePort, ServiceTable, service_ports};
 use super::render::Ruleset;
 use super::rule::{ElemKey, Goto};
@@ -43,32 +51,40 @@ pub struct NodeInputs {
     pub node_ips: Vec<IpAddr>,
 }
 
-/// `(namespace, name)`.
-type ServiceId = (String, String);
+/// `(namespace, name)`; the namespace is shared by the Services it holds.
+type ServiceId = (Arc<str>, Arc<str>);
 
-/// Hash maps keyed by names, hashed with [`Fx`] (the per-pass scan hashes every Service).
-type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
+/// Hash maps keyed by names, hashed with [`Fnv`] (the per-pass scan hashes every Service).
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+
+/// A map element: which map, which key.
+type ElementId = (&'static str, ElemKey);
+
+/// Who claims one map element, sorted by Service: the last claim is in force.
+type Claims = Vec<(ServiceId, Goto)>;
 
 /// What one Service contributes.
 #[derive(Debug, Default)]
 struct Entry {
     fingerprint: u64,
-    /// resourceVersion per EndpointSlice name (to tell which slices changed).
-    slices: BTreeMap<String, String>,
+    /// A hash of name and resourceVersion per EndpointSlice (to tell which slices changed).
+    slices: Box<[u64]>,
     table: ServiceTable,
-    rules: Ruleset,
+    /// Chains its rules have (for the counts).
+    chains: usize,
     /// The pass that last saw the Service (to find deleted ones).
     seen: u64,
 }
 
-/// The desired ruleset and service table, per Service.
+/// The desired service table per Service, and the map elements' claims.
 #[derive(Debug, Default)]
 pub struct Desired {
     inputs: Option<NodeInputs>,
     /// namespace → name → entry.
-    services: FxMap<String, FxMap<String, Entry>>,
-    merged: Ruleset,
-    claims: HashMap<(&'static str, ElemKey), BTreeMap<ServiceId, Goto>>,
+    services: FxMap<Arc<str>, FxMap<Arc<str>, Entry>>,
+    claims: FxMap<ElementId, Claims>,
+    /// Chains of all Services.
+    chains: usize,
     pass: u64,
 }
 
@@ -89,14 +105,61 @@ pub struct Update {
 }
 
 /// Element claims touched in one pass, with the verdict in force before it.
-type Touched = BTreeMap<(&'static str, ElemKey), Option<Goto>>;
+type Touched = BTreeMap<ElementId, Option<Goto>>;
+
+/// The [`NodeInputs`] of the state before a pass and after it (rules of a Service's previous
+/// version are rendered with the inputs they were computed with).
+struct Inputs<'a> {
+    before: Option<&'a NodeInputs>,
+    after: &'a NodeInputs,
+}
 
 // === impl Desired ===
 
 impl Desired {
-    /// The whole desired ruleset.
-    pub fn ruleset(&self) -> &Ruleset {
-        &self.merged
+    /// The whole desired ruleset, rendered (for checks and tests: a full transaction streams
+    /// [`Desired::rendered`] and [`Desired::elements`] instead).
+    pub fn ruleset(&self) -> Ruleset {
+        let mut all = Ruleset::default();
+        for m in MAPS {
+            all.elements.insert(m, BTreeMap::new());
+        }
+        for r in self.rendered() {
+            all.chains.extend(r.chains);
+            all.sets.extend(r.sets);
+        }
+        for (map, key, verdict) in self.elements() {
+            all.elements
+                .entry(map)
+                .or_default()
+                .insert(*key, verdict.clone());
+        }
+        all
+    }
+
+    /// Each Service's chains and sets, rendered one Service at a time (their map elements
+    /// too, but [`Desired::elements`] says which claims are in force).
+    pub fn rendered(&self) -> Rendered<'_> {
+        Rendered {
+            inputs: self.inputs.as_ref(),
+            namespaces: self.services.values(),
+            services: None,
+        }
+    }
+
+    /// Every map element in force, with its verdict.
+    pub fn elements(&self) -> Elements<'_> {
+        Elements(self.claims.iter())
+    }
+
+    /// Number of map elements in force.
+    pub fn element_count(&self) -> usize {
+        self.claims.len()
+    }
+
+    /// Number of per-service chains.
+    pub fn chain_count(&self) -> usize {
+        self.chains
     }
 
     /// Every service port (in no particular order).
@@ -140,15 +203,16 @@ impl Desired {
         diff: bool,
     ) -> Update {
         let mut update = Update::default();
-        if self.inputs.as_ref() != Some(inputs) {
+        let before = self.inputs.replace(inputs.clone());
+        if before.as_ref() != Some(inputs) {
             update.all = true;
-            self.inputs = Some(inputs.clone());
         }
+        let inputs = Inputs {
+            before: before.as_ref(),
+            after: inputs,
+        };
         self.pass += 1;
         let pass = self.pass;
-        for m in MAPS {
-            self.merged.elements.entry(m).or_default();
-        }
         let mut by_service: FxMap<(&str, &str), Vec<&EndpointSlice>> = FxMap::default();
         for s in slices {
             let labels = s.metadata.labels.as_ref();
@@ -169,7 +233,10 @@ impl Desired {
                 .unwrap_or_default();
             slices.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
             let fingerprint = fingerprint(svc, &slices);
-            let entry = self.services.get_mut(ns).and_then(|m| m.get_mut(name));
+            let entry = self
+                .services
+                .get_mut(ns.as_str())
+                .and_then(|m| m.get_mut(name.as_str()));
             match entry {
                 Some(e) if e.fingerprint == fingerprint && !update.all => {
                     e.seen = pass;
@@ -180,26 +247,15 @@ impl Desired {
                 }
                 _ => {}
             }
-            let table = service_ports(svc, &slices, &inputs.node, inputs.sctp);
-            let rules = Ruleset::render_ports(&table.ports, &inputs.pod_cidrs, &inputs.node_ips);
             let next = Entry {
                 fingerprint,
-                slices: slices
-                    .iter()
-                    .map(|s| {
-                        let m = &s.metadata;
-                        (
-                            m.name.clone().unwrap_or_default(),
-                            m.resource_version.clone().unwrap_or_default(),
-                        )
-                    })
-                    .collect(),
-                table,
-                rules,
+                slices: slices.iter().map(|s| slice_version(&s.metadata)).collect(),
+                table: service_ports(svc, &slices, &inputs.after.node, inputs.after.sctp),
+                chains: 0,
                 seen: pass,
             };
-            let id = (ns.clone(), name.clone());
-            self.replace(&id, Some(next), &mut touched, &mut update, diff);
+            let id = self.id(ns, name);
+            self.replace(&id, Some(next), &inputs, &mut touched, &mut update, diff);
         }
         let gone: Vec<ServiceId> = self
             .services
@@ -211,7 +267,7 @@ impl Desired {
             })
             .collect();
         for id in gone {
-            self.replace(&id, None, &mut touched, &mut update, diff);
+            self.replace(&id, None, &inputs, &mut touched, &mut update, diff);
         }
         self.settle_elements(touched, &mut update.diff, diff);
         update
@@ -221,12 +277,25 @@ impl Desired {
         self.services.values().flat_map(HashMap::values)
     }
 
-    /// Swaps Service `id`'s entry for `next` (None: removed): chains and sets directly,
-    /// element claims into `touched`.
+    /// The id of Service `ns/name`, sharing the namespace (and the name) held already.
+    fn id(&self, ns: &str, name: &str) -> ServiceId {
+        match self.services.get_key_value(ns) {
+            Some((ns, m)) => (
+                ns.clone(),
+                m.get_key_value(name)
+                    .map_or_else(|| Arc::from(name), |(n, _)| n.clone()),
+            ),
+            None => (Arc::from(ns), Arc::from(name)),
+        }
+    }
+
+    /// Swaps Service `id`'s entry for `next` (None: removed): chains and sets into the diff
+    /// directly (the previous version rendered again), element claims into `touched`.
     fn replace(
         &mut self,
         id: &ServiceId,
         next: Option<Entry>,
+        inputs: &Inputs<'_>,
         touched: &mut Touched,
         update: &mut Update,
         diff: bool,
@@ -236,39 +305,44 @@ impl Desired {
             Some(m) => m.remove(&id.1),
             None => None,
         };
-        let empty = Ruleset::default();
-        let old_rules = old.as_ref().map_or(&empty, |e| &e.rules);
-        let new_rules = next.as_ref().map_or(&empty, |e| &e.rules);
+        let old_rules = match (&old, inputs.before) {
+            (Some(e), Some(before)) => render(&e.table, before),
+            _ => Ruleset::default(),
+        };
+        let mut next = next;
+        let new_rules = next
+            .as_ref()
+            .map_or_else(Ruleset::default, |e| render(&e.table, inputs.after));
+        if let Some(e) = &mut next {
+            e.chains = new_rules.chains.len();
+        }
+        let old_chains = old.as_ref().map_or(0, |e| e.chains);
+        self.chains = self.chains.saturating_sub(old_chains) + new_rules.chains.len();
         if diff {
-            update.diff.add_chains_and_sets(old_rules, new_rules);
-        }
-        for name in old_rules.chains.keys() {
-            self.merged.chains.remove(name);
-        }
-        for name in old_rules.sets.keys() {
-            self.merged.sets.remove(name);
-        }
-        for (name, rules) in &new_rules.chains {
-            self.merged.chains.insert(name.clone(), rules.clone());
-        }
-        for (name, decl) in &new_rules.sets {
-            self.merged.sets.insert(name.clone(), *decl);
+            update.diff.add_chains_and_sets(&old_rules, &new_rules);
         }
         for (map, els) in &old_rules.elements {
             for key in els.keys() {
-                self.touch(touched, map, *key);
-                if let Some(c) = self.claims.get_mut(&(*map, *key)) {
-                    c.remove(id);
+                let el = (*map, *key);
+                self.touch(touched, el);
+                if let Some(c) = self.claims.get_mut(&el) {
+                    c.retain(|(s, _)| s != id);
                 }
             }
         }
-        for (map, els) in &new_rules.elements {
+        for (map, els) in new_rules.elements {
             for (key, verdict) in els {
-                self.touch(touched, map, *key);
-                self.claims
-                    .entry((*map, *key))
-                    .or_default()
-                    .insert(id.clone(), verdict.clone());
+                let el = (map, key);
+                self.touch(touched, el);
+                // Nearly always the only claim: room for one.
+                let c = self
+                    .claims
+                    .entry(el)
+                    .or_insert_with(|| Vec::with_capacity(1));
+                match c.binary_search_by(|(s, _)| s.cmp(id)) {
+                    Ok(i) => c[i].1 = verdict,
+                    Err(i) => c.insert(i, (id.clone(), verdict)),
+                }
             }
         }
         if !update.all {
@@ -289,50 +363,85 @@ impl Desired {
         }
     }
 
-    fn touch(&self, touched: &mut Touched, map: &'static str, key: ElemKey) {
-        touched.entry((map, key)).or_insert_with(|| {
-            self.merged
-                .elements
-                .get(map)
-                .and_then(|m| m.get(&key))
-                .cloned()
+    fn touch(&self, touched: &mut Touched, el: ElementId) {
+        touched.entry(el).or_insert_with(|| {
+            self.claims
+                .get(&el)
+                .and_then(|c| c.last())
+                .map(|(_, v)| v.clone())
         });
     }
 
-    /// Makes the merged elements follow the claims for every touched key.
+    /// Diffs the verdict in force before and after the pass for every touched element.
     fn settle_elements(&mut self, touched: Touched, out: &mut Diff, diff: bool) {
-        for ((map, key), before) in touched {
-            let claims = self.claims.get(&(map, key));
-            let now = claims.and_then(|c| c.values().next_back()).cloned();
-            if claims.is_some_and(BTreeMap::is_empty) {
-                self.claims.remove(&(map, key));
+        for (el, before) in touched {
+            let claims = self.claims.get(&el);
+            let now = claims.and_then(|c| c.last()).map(|(_, v)| v.clone());
+            if claims.is_some_and(Vec::is_empty) {
+                self.claims.remove(&el);
             }
-            if now == before {
+            if now == before || !diff {
                 continue;
             }
-            let els = self.merged.elements.entry(map).or_default();
-            if before.is_some() && diff {
-                out.elements_del.push((map, key));
+            if before.is_some() {
+                out.elements_del.push(el);
             }
-            match now {
-                Some(v) => {
-                    if diff {
-                        out.elements_add.push((map, key, v.clone()));
-                    }
-                    els.insert(key, v);
-                }
-                None => {
-                    els.remove(&key);
-                }
+            if let Some(v) = now {
+                out.elements_add.push((el.0, el.1, v));
             }
         }
     }
 }
 
+/// The iterator of [`Desired::rendered`]. (Named iterators, not `impl Iterator`: without a
+/// destructor, a transaction built from them lets go of the [`Desired`] at its last use.)
+#[derive(Debug)]
+pub struct Rendered<'a> {
+    inputs: Option<&'a NodeInputs>,
+    namespaces: hash_map::Values<'a, Arc<str>, FxMap<Arc<str>, Entry>>,
+    services: Option<hash_map::Values<'a, Arc<str>, Entry>>,
+}
+
+impl Iterator for Rendered<'_> {
+    type Item = Ruleset;
+
+    fn next(&mut self) -> Option<Ruleset> {
+        let inputs = self.inputs?;
+        loop {
+            if let Some(e) = self.services.as_mut().and_then(Iterator::next) {
+                return Some(render(&e.table, inputs));
+            }
+            self.services = Some(self.namespaces.next()?.values());
+        }
+    }
+}
+
+/// The iterator of [`Desired::elements`].
+#[derive(Debug)]
+pub struct Elements<'a>(hash_map::Iter<'a, ElementId, Claims>);
+
+impl<'a> Iterator for Elements<'a> {
+    type Item = (&'static str, &'a ElemKey, &'a Goto);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let ((map, key), claims) = self.0.next()?;
+            if let Some((_, verdict)) = claims.last() {
+                return Some((map, key, verdict));
+            }
+        }
+    }
+}
+
+/// One Service's rules.
+fn render(table: &ServiceTable, inputs: &NodeInputs) -> Ruleset {
+    Ruleset::render_ports(&table.ports, &inputs.pod_cidrs, &inputs.node_ips)
+}
+
 /// A hash of the Service's and its slices' identities and versions. Objects without a
 /// resourceVersion (never the case for objects from the API server) hash their contents.
 fn fingerprint(svc: &Service, slices: &[&EndpointSlice]) -> u64 {
-    let mut h = Fx::default();
+    let mut h = Fnv::default();
     version(&svc.metadata, svc, &mut h);
     for s in slices {
         version(&s.metadata, *s, &mut h);
@@ -340,7 +449,7 @@ fn fingerprint(svc: &Service, slices: &[&EndpointSlice]) -> u64 {
     h.finish()
 }
 
-fn version<T: serde::Serialize>(meta: &ObjectMeta, obj: &T, h: &mut Fx) {
+fn version<T: serde::Serialize>(meta: &ObjectMeta, obj: &T, h: &mut Fnv) {
     meta.name.hash(h);
     meta.uid.hash(h);
     match &meta.resource_version {
@@ -349,37 +458,19 @@ fn version<T: serde::Serialize>(meta: &ObjectMeta, obj: &T, h: &mut Fx) {
     }
 }
 
-/// FNV-1a (64 bit): a small, fast, non-cryptographic hasher for short names. The names and
-/// versions it hashes come from the API server; a fingerprint collision would only delay an
-/// update until the next full resync, which recomputes everything.
-#[derive(Debug, Clone, Copy)]
-struct Fx(u64);
-
-impl Default for Fx {
-    fn default() -> Fx {
-        Fx(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fx {
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
+/// What tells one version of an EndpointSlice from another: a hash of its name and
+/// resourceVersion.
+fn slice_version(m: &ObjectMeta) -> u64 {
+    let mut h = Fnv::default();
+    m.name.hash(&mut h);
+    m.resource_version.hash(&mut h);
+    h.finish()
 }
 
 /// Trigger times of the slices that are new or have a new resourceVersion.
-fn changed_triggers(before: &BTreeMap<String, String>, now: &[&EndpointSlice]) -> Vec<Timestamp> {
+fn changed_triggers(before: &[u64], now: &[&EndpointSlice]) -> Vec<Timestamp> {
     now.iter()
-        .filter(|s| {
-            let m = &s.metadata;
-            before.get(m.name.as_deref().unwrap_or_default()) != m.resource_version.as_ref()
-        })
+        .filter(|s| !before.contains(&slice_version(&s.metadata)))
         .filter_map(|s| {
             s.metadata
                 .annotations

@@ -20,6 +20,16 @@ pub async fn run(
     argv: &[&str],
     stdin: &str,
 ) -> Result<Output, ServicesError> {
+    run_streamed(netns, argv, &mut std::iter::once(stdin.to_owned())).await
+}
+
+/// Runs `argv` in `netns`, writing `input`'s chunks to its standard input as they come (while
+/// its output is read, so neither side waits on a full pipe).
+pub async fn run_streamed(
+    netns: Option<&Path>,
+    argv: &[&str],
+    input: &mut (dyn Iterator<Item = String> + Send),
+) -> Result<Output, ServicesError> {
     let program = argv.first().copied().unwrap_or("true").to_owned();
     let args: Vec<String> = argv.iter().skip(1).map(|s| (*s).to_owned()).collect();
     let spawn = move || {
@@ -44,26 +54,68 @@ pub async fn run(
     };
     let shown = argv.join(" ");
     let mut child = child.map_err(|e| ServicesError::Exec(format!("cannot run {shown}: {e}")))?;
-    if let Some(mut pipe) = child.stdin.take() {
-        pipe.write_all(stdin.as_bytes())
-            .await
-            .map_err(|e| ServicesError::Exec(format!("writing to {shown}: {e}")))?;
+    let pipe = child.stdin.take();
+    let write = async move {
+        if let Some(mut pipe) = pipe {
+            for chunk in input {
+                pipe.write_all(chunk.as_bytes()).await?;
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    let (written, out) = tokio::time::timeout(TIMEOUT, async {
+        tokio::join!(write, child.wait_with_output())
+    })
+    .await
+    .map_err(|_| ServicesError::Exec(format!("{shown} did not finish within {TIMEOUT:?}")))?;
+    let out = out.map_err(|e| ServicesError::Exec(format!("{shown}: {e}")))?;
+    match written {
+        // A program that failed may stop reading its input: its own error says more.
+        Err(e) if out.status.success() => {
+            Err(ServicesError::Exec(format!("writing to {shown}: {e}")))
+        }
+        _ => Ok(out),
     }
-    tokio::time::timeout(TIMEOUT, child.wait_with_output())
-        .await
-        .map_err(|_| ServicesError::Exec(format!("{shown} did not finish within {TIMEOUT:?}")))?
-        .map_err(|e| ServicesError::Exec(format!("{shown}: {e}")))
 }
 
 /// Applies an nft script as one transaction.
 pub async fn nft_apply(netns: Option<&Path>, script: &str) -> Result<(), ServicesError> {
-    let out = run(netns, &["nft", "-f", "-"], script).await?;
+    nft_apply_streamed(netns, &mut std::iter::once(script.to_owned())).await
+}
+
+/// Applies an nft script given in chunks (streamed to `nft`) as one transaction.
+pub async fn nft_apply_streamed(
+    netns: Option<&Path>,
+    script: &mut (dyn Iterator<Item = String> + Send),
+) -> Result<(), ServicesError> {
+    let out = run_streamed(netns, &["nft", "-f", "-"], script).await?;
     if out.status.success() {
         Ok(())
     } else {
         Err(ServicesError::Nft(
             String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         ))
+    }
+}
+
+/// The names of every chain and set of the `inet` tables, without rules or elements
+/// (`nft -t list chains inet ; list sets inet`; for [`crate::services::apply::parse_names`]):
+/// much less than the whole table to read and parse.
+pub async fn nft_list_names(netns: Option<&Path>) -> Result<String, ServicesError> {
+    let out = run(
+        netns,
+        &[
+            "nft", "-t", "list", "chains", "inet", ";", "list", "sets", "inet",
+        ],
+        "",
+    )
+    .await?;
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(ServicesError::Nft(err.trim().to_owned()))
     }
 }
 

@@ -14,6 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 
 use super::base::{DROP_CHAIN, MAPS, MASQ_MARK, REJECT_CHAIN};
+use super::fnv::hash_str;
 use super::model::{Endpoint, Family, PortKey, ServicePort, ServiceTable, Target};
 use super::rule::{Action, AffinitySet, ElemKey, Goto, Match, Rule};
 
@@ -70,9 +71,9 @@ impl Ruleset {
     fn add_port(&mut self, p: &ServicePort, pod_cidrs: &[IpNet], node_ips: &[IpAddr]) {
         let family = p.key.family;
         let proto = p.key.proto;
-        let id = ident(&p.key);
-        let svc = format!("svc{id}");
-        let ext = format!("ext{id}");
+        let names = Names::of(&p.key);
+        let svc = names.chain("svc");
+        let ext = names.chain("ext");
         // Cluster traffic.
         if let Some(ip) = p.cluster_ip {
             let key = ElemKey::vip(ip, proto, p.port);
@@ -80,7 +81,7 @@ impl Ruleset {
                 Target::Reject => self.element(no_ep_map(family), key, REJECT_CHAIN),
                 Target::Drop => self.element(svc_map(family), key, DROP_CHAIN),
                 Target::Endpoints(eps) => {
-                    self.balance(&svc, p, eps);
+                    self.balance(&svc, p, &names, eps);
                     self.element(svc_map(family), key, &svc);
                 }
             }
@@ -103,7 +104,7 @@ impl Ruleset {
         if let Some(np) = p.node_port {
             self.element(np_map, ElemKey::node_port(proto, np), target);
         }
-        self.firewall(p, &id, node_ips);
+        self.firewall(p, &names, node_ips);
         if p.external == Target::Reject {
             return;
         }
@@ -130,8 +131,8 @@ impl Ruleset {
             }
             match &p.external {
                 Target::Endpoints(eps) => {
-                    let svl = format!("svl{id}");
-                    self.balance(&svl, p, eps);
+                    let svl = names.chain("svl");
+                    self.balance(&svl, p, &names, eps);
                     rules.push(Rule::always(Action::Goto(svl)));
                 }
                 _ => rules.push(Rule::always(Action::Drop)),
@@ -143,8 +144,8 @@ impl Ruleset {
                     rules.push(Rule::always(Action::Goto(svc)));
                 }
                 Target::Endpoints(eps) => {
-                    let svx = format!("svx{id}");
-                    self.balance(&svx, p, eps);
+                    let svx = names.chain("svx");
+                    self.balance(&svx, p, &names, eps);
                     rules.push(Rule::always(Action::Goto(svx)));
                 }
                 _ => rules.push(Rule::always(Action::Drop)),
@@ -155,11 +156,11 @@ impl Ruleset {
 
     /// `loadBalancerSourceRanges` (kube-proxy's firewall): new connections to an LB IP from
     /// outside the ranges are dropped before DNAT; NodePorts and external IPs are not covered.
-    fn firewall(&mut self, p: &ServicePort, id: &str, node_ips: &[IpAddr]) {
+    fn firewall(&mut self, p: &ServicePort, names: &Names, node_ips: &[IpAddr]) {
         if p.source_ranges.is_empty() || p.lb_ips.is_empty() {
             return;
         }
-        let fw = format!("fw{id}");
+        let fw = names.chain("fw");
         let mut rules: Vec<Rule> = p
             .source_ranges
             .iter()
@@ -190,21 +191,21 @@ impl Ruleset {
     }
 
     /// A chain `name` that picks one of `eps` (sticky with affinity) and the endpoint chains.
-    fn balance(&mut self, name: &str, p: &ServicePort, eps: &[Endpoint]) {
+    fn balance(&mut self, name: &str, p: &ServicePort, names: &Names, eps: &[Endpoint]) {
         let family = p.key.family;
-        let mut rules = Vec::new();
-        let mut targets = Vec::new();
+        let mut rules = Vec::with_capacity(eps.len() * (1 + usize::from(p.affinity.is_some())));
+        let mut targets = Vec::with_capacity(eps.len());
         for e in eps {
-            let ep = format!("ep{}", ep_ident(&p.key, e));
+            let ep = names.endpoint(e);
             if let Some(timeout) = p.affinity {
-                let set = format!("aff{}-{timeout}", ep_ident(&p.key, e));
+                let set = names.affinity(e, timeout);
                 rules.push(Rule::when(
                     vec![Match::SaddrInSet(family, set.clone())],
                     Action::Goto(ep.clone()),
                 ));
                 self.sets.insert(set, AffinitySet { family, timeout });
             }
-            self.endpoint_chain(&ep, p, e);
+            self.endpoint_chain(&ep, p, names, e);
             targets.push(ep);
         }
         // A cascade (endpoint i taken with probability 1/(N-i)) rather than kube-proxy's
@@ -224,7 +225,7 @@ impl Ruleset {
         self.chains.insert(name.to_owned(), rules);
     }
 
-    fn endpoint_chain(&mut self, name: &str, p: &ServicePort, e: &Endpoint) {
+    fn endpoint_chain(&mut self, name: &str, p: &ServicePort, names: &Names, e: &Endpoint) {
         let family = p.key.family;
         // Hairpin: a pod reaching itself through the Service is masqueraded.
         let mut rules = vec![Rule::when(
@@ -232,8 +233,10 @@ impl Ruleset {
             Action::OrMark(MASQ_MARK),
         )];
         if let Some(timeout) = p.affinity {
-            let set = format!("aff{}-{timeout}", ep_ident(&p.key, e));
-            rules.push(Rule::always(Action::UpdateSaddr(family, set)));
+            rules.push(Rule::always(Action::UpdateSaddr(
+                family,
+                names.affinity(e, timeout),
+            )));
         }
         rules.push(Rule::when(
             vec![Match::L4Proto(p.key.proto)],
@@ -278,38 +281,68 @@ fn no_ep_np_map(f: Family) -> &'static str {
     }
 }
 
-/// `<4|6>-<hash>-<ns>/<name>/<proto>/<port name>`: unique (the hash) and readable (the rest).
-fn ident(k: &PortKey) -> String {
-    let f = if k.family == Family::V4 { '4' } else { '6' };
-    let readable = format!(
-        "{}/{}/{}/{}",
-        k.namespace,
-        k.name,
-        k.proto.nft(),
-        if k.port_name.is_empty() {
+/// The names of one service port's chains and sets. Port-level chains are
+/// `<kind><4|6>-<hash>-<ns>/<name>/<proto>/<port name>` (unique by the readable part, which is
+/// cut at [`READABLE_MAX`]; the hash covers all of it); per-endpoint chains and affinity sets are
+/// `ep<4|6>-<hash>-<ip>/<port>` and `aff<4|6>-<hash>-<ip>/<port>-<timeout>`: short, and unique as
+/// long as no two service ports that share an endpoint share a hash (64 bits).
+#[derive(Debug, Clone)]
+pub struct Names {
+    /// `<4|6>-<hash>`.
+    tag: String,
+    readable: String,
+}
+
+/// At most this many bytes of `<ns>/<name>/<proto>/<port name>` go into a chain name (nft's
+/// names have at most 255).
+const READABLE_MAX: usize = 160;
+
+// === impl Names ===
+
+impl Names {
+    /// The names for service port `k`.
+    pub fn of(k: &PortKey) -> Names {
+        let f = if k.family == Family::V4 { '4' } else { '6' };
+        let port = if k.port_name.is_empty() {
             "-"
         } else {
             &k.port_name
+        };
+        let mut readable = format!("{}/{}/{}/{port}", k.namespace, k.name, k.proto.nft());
+        let tag = format!("{f}-{:016x}", hash_str(&readable));
+        if readable.len() > READABLE_MAX {
+            let mut end = READABLE_MAX;
+            while !readable.is_char_boundary(end) {
+                end -= 1;
+            }
+            readable.truncate(end);
         }
-    );
-    let mut id = format!("{f}-{}-{readable}", hash(&readable));
-    id.truncate(180);
-    id
-}
-
-fn ep_ident(k: &PortKey, e: &Endpoint) -> String {
-    let ep = format!("{}/{}", e.ip, e.port).replace(':', ".");
-    format!("{}__{ep}", ident(k))
-}
-
-/// FNV-1a 32, 8 hex digits: stable across builds.
-fn hash(s: &str) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in s.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
+        Names { tag, readable }
     }
-    format!("{h:08x}")
+
+    /// A port-level chain: `svc`, `ext`, `svl`, `svx` or `fw`.
+    pub fn chain(&self, kind: &str) -> String {
+        format!("{kind}{}-{}", self.tag, self.readable)
+    }
+
+    /// The chain of endpoint `e`.
+    pub fn endpoint(&self, e: &Endpoint) -> String {
+        format!("ep{}-{}", self.tag, endpoint_text(e))
+    }
+
+    /// The affinity set of endpoint `e`.
+    pub fn affinity(&self, e: &Endpoint, timeout: u32) -> String {
+        format!("aff{}-{}-{timeout}", self.tag, endpoint_text(e))
+    }
+}
+
+/// `<ip>/<port>`, with `.` for `:` in IPv6 addresses (nft takes neither `:` nor `[` in names).
+fn endpoint_text(e: &Endpoint) -> String {
+    let mut s = format!("{}/{}", e.ip, e.port);
+    if e.ip.is_ipv6() {
+        s = s.replace(':', ".");
+    }
+    s
 }
 
 #[cfg(test)]

@@ -18,11 +18,11 @@ use ipnet::IpNet;
 use k8s_openapi::jiff::Timestamp;
 use knet_core::config::NodePortAddress;
 
-use super::apply::{Diff, full_script, parse_names};
+use super::apply::{Diff, FullScript, parse_names};
 use super::base::{StaticConfig, TABLE};
 use super::conntrack::{FlowCounts, deletions, flush};
 use super::desired::{Desired, NodeInputs};
-use super::exec::{nft_apply, nft_list};
+use super::exec::{nft_apply, nft_apply_streamed, nft_list_names};
 use super::health::{HealthServers, wanted};
 use super::metrics;
 use super::nfnl::NfSocket;
@@ -235,12 +235,18 @@ impl Pass<'_> {
 
         let t1 = Instant::now();
         let (how, size) = if full {
-            let kernel = parse_names(&nft_list(self.netns).await?);
-            let script = full_script(&kernel, &static_config, desired.ruleset());
-            nft_apply(self.netns, &script).await?;
+            let kernel = parse_names(&nft_list_names(self.netns).await?);
+            let mut script = FullScript::new(
+                &kernel,
+                &static_config,
+                desired.rendered(),
+                desired.elements(),
+            );
+            nft_apply_streamed(self.netns, &mut script).await?;
+            let size = script.bytes();
             applied.static_config = Some(static_config);
             applied.last_full = Some(Instant::now());
-            ("nft", script.len())
+            ("nft", size)
         } else {
             self.apply_incremental(&mut applied.socket, &update.diff)
                 .await?
@@ -287,8 +293,8 @@ impl Pass<'_> {
         tracing::debug!(
             ports,
             recomputed = update.recomputed,
-            chains = desired.ruleset().chains.len(),
-            elements = desired.ruleset().element_count(),
+            chains = desired.chain_count(),
+            elements = desired.element_count(),
             full,
             how,
             size,

@@ -98,3 +98,115 @@ fn full_script_removes_what_the_kernel_has_beyond_the_ruleset() {
         "new chain"
     );
 }
+
+#[test]
+fn full_script_streams_part_by_part_in_a_valid_order() {
+    // 2000 parts (one per Service, as the sync loop renders them): a chain each, pointing at
+    // a chain of its own; one element each. The kernel has chain 0 (refilled) and a stale one.
+    let names: Vec<(String, String)> = (0..2000)
+        .map(|i| (format!("svc-{i}"), format!("ep-{i}")))
+        .collect();
+    let parts: Vec<Ruleset> = names
+        .iter()
+        .map(|(svc, ep)| ruleset(&[(svc, &[ep.as_str()]), (ep, &["x"])], &[]))
+        .collect();
+    let keys: Vec<ElemKey> = (0..2000u16)
+        .map(|i| {
+            ElemKey::vip(
+                std::net::Ipv4Addr::new(10, 0, (i / 256) as u8, i as u8).into(),
+                Proto::Tcp,
+                80,
+            )
+        })
+        .collect();
+    let verdicts: Vec<Goto> = names.iter().map(|(svc, _)| Goto(svc.clone())).collect();
+    let elements = || {
+        keys.iter()
+            .zip(&verdicts)
+            .map(|(k, v)| ("service-ips-v4", k, v))
+    };
+    let kernel = parse_names(
+        "table inet knet-dns {\n\tchain svc-old-dns {\n\t}\n}\ntable inet knet-services {\n\tchain svc-0 {\n\t}\n\tchain svc-old {\n\t}\n}\n",
+    );
+    let config = StaticConfig::default();
+    let mut script = FullScript::new(&kernel, &config, parts.iter(), elements());
+    let chunks: Vec<String> = script.by_ref().collect();
+    assert!(chunks.len() > 1, "streamed in chunks");
+    assert!(chunks.iter().all(|c| c.ends_with('\n')), "whole lines");
+    assert_eq!(script.chains(), 4000);
+    let text = chunks.concat();
+    assert_eq!(script.bytes(), text.len());
+
+    // The same commands as the one-piece script of the merged ruleset.
+    let mut merged = Ruleset::default();
+    for p in &parts {
+        merged.chains.extend(p.chains.clone());
+    }
+    for (k, v) in elements().map(|(_, k, v)| (k, v)) {
+        merged
+            .elements
+            .entry("service-ips-v4")
+            .or_default()
+            .insert(*k, v.clone());
+    }
+    let whole = full_script(&kernel, &config, &merged);
+    let sorted = |s: &str| -> Vec<String> {
+        let mut l: Vec<String> = s
+            .lines()
+            .filter(|l| !l.starts_with("add element"))
+            .map(str::to_owned)
+            .collect();
+        l.sort();
+        l
+    };
+    assert_eq!(sorted(&text), sorted(&whole));
+    let items = |s: &str| -> usize {
+        s.lines()
+            .filter(|l| l.starts_with("add element"))
+            .map(|l| l.matches(" : goto ").count())
+            .sum()
+    };
+    assert_eq!(items(&text), 2000);
+
+    // Order: a chain is declared before its rules, the elements come after every chain, and
+    // the stale chain (only ours, not knet-dns's) is flushed, then deleted, at the end.
+    let lines: Vec<&str> = text.lines().collect();
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| *l == needle)
+            .unwrap_or_else(|| panic!("missing {needle}"))
+    };
+    for i in [0, 999, 1999] {
+        let declared = at(&format!("add chain inet knet-services svc-{i}"));
+        let filled = at(&format!("add rule inet knet-services svc-{i} goto ep-{i}"));
+        assert!(declared < filled);
+        assert!(at(&format!("add chain inet knet-services ep-{i}")) < filled);
+    }
+    let last_chain = lines
+        .iter()
+        .rposition(|l| l.starts_with("add chain inet knet-services ep-"))
+        .expect("chains");
+    let first_element = lines
+        .iter()
+        .position(|l| l.starts_with("add element"))
+        .expect("elements");
+    assert!(last_chain < first_element);
+    let flush_stale = at("flush chain inet knet-services svc-old");
+    assert!(first_element < flush_stale);
+    assert!(flush_stale < at("delete chain inet knet-services svc-old"));
+    assert!(!text.contains("svc-old-dns"), "another table's chain");
+    assert!(text.contains("flush chain inet knet-services svc-0\n"));
+    assert!(!text.contains("flush chain inet knet-services svc-1\n"));
+}
+
+#[test]
+fn name_lists_keep_each_name_once_in_order() {
+    let mut l = NameList::default();
+    for n in ["b", "a", "b", "c"] {
+        l.insert(n);
+    }
+    assert_eq!(l.iter().collect::<Vec<_>>(), ["b", "a", "c"]);
+    assert_eq!(l.len(), 3);
+    assert!(l.contains("a") && !l.contains("d"));
+}

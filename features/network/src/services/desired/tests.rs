@@ -161,11 +161,12 @@ fn incremental_updates_match_a_full_render_at_every_step() {
         assert_eq!(u.all, i == 0);
         apply(&mut kernel, &u.diff);
         let want = full(svcs, slices);
-        assert_eq!(d.ruleset(), &want, "step {i}: merged state");
+        assert_eq!(d.ruleset(), want, "step {i}: merged state");
         assert_eq!(kernel, want, "step {i}: previous state + diff");
         assert_eq!(d.table(), ServiceTable::build(svcs, slices, "n", false));
     }
     assert!(d.ruleset().chains.is_empty());
+    assert_eq!(d.chain_count(), 0);
     assert!(d.claims.is_empty(), "no claims left");
 }
 

@@ -55,8 +55,13 @@ fn cluster_ip_dispatches_through_the_map_and_balances_with_a_numgen_cascade() {
     let (key, verdict) = els.iter().next().expect("element");
     assert_eq!(key.to_string(), "10.152.183.5 . tcp . 80");
     let svc = verdict.0.as_str();
+    // svc4-<16 hex digits>-ns/web/tcp/http
+    let tag = svc
+        .strip_prefix("svc4-")
+        .and_then(|s| s.strip_suffix("-ns/web/tcp/http"))
+        .expect("svc4-<tag>-<readable>");
     assert!(
-        svc.starts_with("svc4-") && svc.ends_with("-ns/web/tcp/http"),
+        tag.len() == 16 && tag.bytes().all(|b| b.is_ascii_hexdigit()),
         "{svc}"
     );
     let rules = texts(&r.chains[svc]);
@@ -66,13 +71,11 @@ fn cluster_ip_dispatches_through_the_map_and_balances_with_a_numgen_cascade() {
         "{rules:?}"
     );
     assert!(rules[1].starts_with("goto ep4-"), "{rules:?}");
-    let ep = r
-        .chains
-        .keys()
-        .find(|k| k.starts_with("ep4-") && k.ends_with("__10.1.0.5/8080"))
-        .expect("endpoint chain");
+    // The endpoint chains carry the service port's tag and the endpoint.
+    let ep = format!("ep4-{tag}-10.1.0.5/8080");
+    assert!(r.chains.contains_key(&format!("ep4-{tag}-10.1.1.5/8080")));
     assert_eq!(
-        texts(&r.chains[ep]),
+        texts(&r.chains[&ep]),
         vec![
             "ip saddr 10.1.0.5 meta mark set meta mark | 0x4000".to_owned(),
             "meta l4proto tcp dnat ip to 10.1.0.5:8080".to_owned(),
@@ -118,7 +121,7 @@ fn external_policy_local_keeps_the_source_and_short_circuits_pods_and_the_node()
     assert!(svl.starts_with("svl4-"));
     assert_eq!(r.chains[svl].len(), 1);
     assert!(
-        r.chains[svl][0].to_string().contains("__10.1.0.5/8080"),
+        r.chains[svl][0].to_string().ends_with("-10.1.0.5/8080"),
         "local only"
     );
 }
@@ -207,4 +210,71 @@ fn load_balancer_source_ranges_drop_other_sources_before_dnat() {
             "drop"
         ]
     );
+}
+
+#[test]
+fn chain_and_set_names_of_different_service_ports_never_collide() {
+    // The worst case for the short endpoint names: many Services (two ports, both families,
+    // affinity, Local policy, NodePorts) over the same endpoints.
+    let mut svcs = Vec::new();
+    for i in 0..1500 {
+        let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+            "metadata": {"namespace": format!("ns-{}", i % 7), "name": format!("web-{i}")},
+            "spec": {"type": "NodePort", "ipFamilies": ["IPv4", "IPv6"],
+                "clusterIPs": [format!("10.152.{}.{}", i / 256, i % 256),
+                               format!("fd00:152::{i:x}")],
+                "externalTrafficPolicy": if i % 2 == 0 { "Local" } else { "Cluster" },
+                "sessionAffinity": "ClientIP",
+                "ports": [{"name": "http", "port": 80, "nodePort": 30000 + i},
+                          {"name": "dns", "port": 53, "protocol": "UDP"}]}}))
+        .expect("svc");
+        svcs.push(svc);
+    }
+    let mut slices = Vec::new();
+    for svc in &svcs {
+        let name = svc.metadata.name.clone().expect("name");
+        let ns = svc.metadata.namespace.clone().expect("ns");
+        for (family, ips) in [
+            ("IPv4", ["10.1.0.5", "10.1.0.6", "10.1.1.7"]),
+            ("IPv6", ["fd00:1::5", "fd00:1::6", "fd00:1::7"]),
+        ] {
+            let endpoints: Vec<serde_json::Value> = ips
+                .iter()
+                .enumerate()
+                .map(|(i, ip)| json!({"addresses": [ip], "nodeName": format!("node-{}", i % 2)}))
+                .collect();
+            let slice: k8s_openapi::api::discovery::v1::EndpointSlice =
+                serde_json::from_value(json!({
+                    "metadata": {"namespace": ns, "name": format!("{name}-{family}"),
+                                 "labels": {"kubernetes.io/service-name": name}},
+                    "addressType": family,
+                    "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
+                              {"name": "dns", "port": 5353, "protocol": "UDP"}],
+                    "endpoints": endpoints}))
+                .expect("slice");
+            slices.push(slice);
+        }
+    }
+    let table = ServiceTable::build(&svcs, &slices, "node-1", false);
+    assert_eq!(table.ports.len(), 1500 * 2 * 2);
+    let all = Ruleset::render(&table, &pods());
+    // Rendered one at a time, the service ports' chains and sets add up to the whole: no name
+    // of one port is also a name of another.
+    let (mut chains, mut sets) = (0, 0);
+    for p in &table.ports {
+        let one = Ruleset::render_ports(std::slice::from_ref(p), &pods(), &[]);
+        chains += one.chains.len();
+        sets += one.sets.len();
+        for name in one.chains.keys().chain(one.sets.keys()) {
+            assert!(name.len() < 256, "{name}");
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-/._".contains(&b)),
+                "{name}"
+            );
+        }
+    }
+    assert_eq!(all.chains.len(), chains);
+    assert_eq!(all.sets.len(), sets);
+    assert!(chains > 1500 * 2 * 2 * 3, "{chains}");
 }
