@@ -25,6 +25,7 @@
 # Usage (root, after `make deps` and `cargo build -p knet-lab` + release knet):
 #   e2e/bench/dns.sh                 # 1k Services, 3 rounds of 15 s per server
 #   SERVICES=10000 ENDPOINTS=5 e2e/bench/dns.sh
+#   SERVICES=10000 ENDPOINTS=5 PODS=50000 e2e/bench/dns.sh   # + 50k Pods (e2e/bench/pods.py)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -33,6 +34,7 @@ CACHE=${KNET_LAB_CACHE:-/var/cache/knet-lab}
 CV=${COREDNS_VERSION:-v1.15.0}
 SERVICES=${SERVICES:-1000}
 ENDPOINTS=${ENDPOINTS:-0}   # per Service, in an EndpointSlice of its own (the Services are selectorless)
+PODS=${PODS:-0}             # running Pods on a node without a kubelet (the endpoints' addresses)
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-15}
 CLIENTS=${CLIENTS:-4}
@@ -130,6 +132,14 @@ for ((start = 0; start < SERVICES; start += batch)); do
   echo "$f"
 done | xargs -P 2 -I{} timeout 600 "$KUBECTL" create -f {} >/dev/null
 log "created in $(($(date +%s) - t0)) s"
+if ((PODS > 0)); then
+  # The Pods behind those endpoints, Running with the endpoints' addresses, bound to a Node
+  # object that no kubelet serves (the lab's kubelet runs only its own nodes' Pods), as the
+  # Pods of the rest of a large cluster look to this node.
+  printf 'apiVersion: v1\nkind: Node\nmetadata: {name: bench-phantom}\n' | k apply -f - >/dev/null
+  log "creating $PODS Pods on node bench-phantom"
+  python3 "$HERE/pods.py" "$KUBECONFIG" bench-phantom "$PODS" "$ENDPOINTS" >&2
+fi
 
 # --- CoreDNS, as kubeadm ships it --------------------------------------------------------
 # CoreDNS runs in the node namespace, so it reaches the API server the way the node does:
@@ -279,7 +289,7 @@ run() { # name ip pid kind
 
 echo
 echo "DNS: knet (pid $KNET_PID, $KNET_DNS, $([[ $DNS_ONLY == 1 ]] && echo "dns feature only" || echo "all default features")) vs CoreDNS $CV (pid $CORE_PID, $CORE_IP);"
-echo "$SERVICES Services, $ENDPOINTS endpoints each;"
+echo "$SERVICES Services, $ENDPOINTS endpoints each, $PODS Pods;"
 echo "dnsperf $(dpkg-query -W -f="\${Version}" dnsperf 2>/dev/null) -c $CLIENTS -T $THREADS -q 200, ${DURATION} s per run, $(nproc) cores, pinned: $PIN, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "RSS before the runs: knet $(($(rss "$KNET_PID") / 1024)) MB, CoreDNS $(($(rss "$CORE_PID") / 1024)) MB"
 printf '%-8s %-8s %10s %6s %10s %6s %12s %8s %8s\n' server names qps lost avg_ms cores qps/core rcvbuf rss_MB

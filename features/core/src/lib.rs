@@ -4,7 +4,8 @@
 //! ([`config::ClusterConfig`]) with its defaults, validation and `knet set`/`knet get` key
 //! whitelist, the [`Feature`] trait every in-process module implements, the context handed to
 //! features (node identity, paths, store, Kubernetes client and the shared watches), and the
-//! status rows `knet status` prints.
+//! status rows `knet status` prints, and [`slim_pod::SlimPod`], the part of a Pod the shared
+//! Pod watch keeps.
 //!
 //! Architecture invariants: features depend on this crate and never on each other; this crate
 //! never touches the kernel.
@@ -18,6 +19,7 @@ mod feature;
 mod feature_id;
 pub mod metrics;
 pub mod paths;
+pub mod slim_pod;
 mod status;
 pub mod watch;
 

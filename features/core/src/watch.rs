@@ -19,6 +19,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+mod slim;
+
 /// The daemon's shared watches. Cheap to clone.
 #[derive(Clone)]
 pub struct Watches {
@@ -95,7 +97,7 @@ impl Watches {
         let kind = K::kind(&()).into_owned();
         let stream = watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
-            .modify(|obj| obj.meta_mut().managed_fields = None)
+            .modify(slim::slim)
             .reflect(writer);
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);

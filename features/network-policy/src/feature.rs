@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use knet_core::slim_pod::SlimPod;
 use knet_core::{Feature, FeatureContext, FeatureError, FeatureId, StatusReporter};
 use tokio_util::sync::CancellationToken;
 
@@ -53,7 +54,7 @@ impl NetworkPolicyFeature {
         shutdown: CancellationToken,
     ) -> Result<(), FeatureError> {
         let mut policies = ctx.watches.get::<NetworkPolicy>();
-        let mut pods = ctx.watches.get::<Pod>();
+        let mut pods = ctx.watches.get::<SlimPod>();
         let mut namespaces = ctx.watches.get::<Namespace>();
         status.starting("waiting for the NetworkPolicy, Pod and Namespace lists");
         tokio::select! {

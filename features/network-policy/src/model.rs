@@ -7,8 +7,9 @@ mod selector;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use knet_core::slim_pod::SlimPod;
 
 pub use policy::{IpBlock, NsScope, Peer, Policy, PortRef, PortSpec, Proto, Rule};
 pub use selector::{Expr, Labels, Selector};
@@ -62,7 +63,7 @@ pub struct Cluster {
 impl PodInfo {
     /// Parses an API object; `None` for pods that cannot send or receive as themselves
     /// (finished, host-network, no IP yet).
-    pub fn from_api(p: &Pod) -> Option<PodInfo> {
+    pub fn from_api(p: &SlimPod) -> Option<PodInfo> {
         let namespace = p.metadata.namespace.clone()?;
         let name = p.metadata.name.clone()?;
         let spec = p.spec.as_ref()?;
@@ -135,7 +136,7 @@ impl Cluster {
     /// Builds the model from API objects.
     pub fn from_api<'a>(
         policies: impl IntoIterator<Item = &'a NetworkPolicy>,
-        pods: impl IntoIterator<Item = &'a Pod>,
+        pods: impl IntoIterator<Item = &'a SlimPod>,
         namespaces: impl IntoIterator<Item = &'a Namespace>,
     ) -> Cluster {
         let mut pods: Vec<PodInfo> = pods.into_iter().filter_map(PodInfo::from_api).collect();

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Namespace;
+use knet_core::slim_pod::SlimPod;
 use serde_json::{Value, json};
 
 pub const NAMESPACES: [&str; 3] = ["x", "y", "z"];
@@ -106,8 +107,8 @@ impl Model {
             .expect("model pod")
     }
 
-    /// The model as API objects.
-    pub fn api_pods(&self) -> Vec<Pod> {
+    /// The model's pods as the shared Pod watch stores them.
+    pub fn api_pods(&self) -> Vec<SlimPod> {
         self.pods
             .iter()
             .map(|p| {

@@ -18,12 +18,13 @@ use super::kit::{AGNHOST, CONFIG, NS, http, service_yaml, wait_until};
 use crate::support;
 
 /// An agnhost netexec pod on `node` with `labels`, its HTTP port named `web`; `ready_file`
-/// adds an exec readiness probe (every second) that passes while that file exists; netexec
+/// adds an exec readiness probe (every second, one failure turns the pod unready) that passes
+/// while that file exists; netexec
 /// keeps serving for `drain` seconds after SIGTERM.
 fn pod(name: &str, node: &str, labels: &str, ready_file: Option<&PathBuf>, drain: u32) -> String {
     let probe = match ready_file {
         Some(f) => format!(
-            "    readinessProbe: {{exec: {{command: [test, -e, {}]}}, periodSeconds: 1}}\n",
+            "    readinessProbe: {{exec: {{command: [test, -e, {}]}}, periodSeconds: 1, failureThreshold: 1}}\n",
             f.display()
         ),
         None => "    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}\n".to_owned(),
@@ -162,7 +163,7 @@ async fn services_follow_endpoint_conditions_traffic_policy_and_scaling() {
     std::fs::remove_file(&r1_ready).expect("unready");
     wait_answers(&lab, &c1, &ready, &["r2"], Duration::from_secs(20)).await;
     println!(
-        "unready endpoint gone from the Service {:?} after its readiness flag was removed (probe period 1 s)",
+        "unready endpoint gone from the Service {:?} after its readiness flag was removed (probe every 1 s, one failure)",
         t.elapsed()
     );
     let t = Instant::now();
