@@ -240,7 +240,8 @@ for srv in $KNET_DNS $CORE_IP; do
 done
 
 # --- pids and CPU accounting -------------------------------------------------------------
-KNET_PID=$(pgrep -f -- "knet daemon --state-dir $NODE_DIR/" | head -1)
+KNET_PID=$(cat "$NODE_DIR/run/knet-daemon.pid" 2>/dev/null || true)
+kill -0 "${KNET_PID:-0}" 2>/dev/null || KNET_PID=$(pgrep -f -- " daemon --state-dir $NODE_DIR/" | head -1 || true)
 [[ -n $KNET_PID ]] || { log "cannot find the knet daemon in $NS"; exit 1; }
 TCK=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }     # utime + stime, clock ticks

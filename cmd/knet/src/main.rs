@@ -11,6 +11,13 @@ mod output;
 
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc: the daemon's watch caches and its per-sync scratch
+/// allocations come from several threads, and glibc's per-thread arenas keep more of the freed
+/// scratch resident (11% less RSS and 6% more DNS queries per core at 10k Services and 50k Pods;
+/// "Daemon memory" in docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 fn main() -> ExitCode {
