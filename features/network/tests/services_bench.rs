@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use knet_network::services::apply::{FullScript, full_script, parse_names};
+use knet_network::services::apply::{full_script, parse_names};
 use knet_network::services::base::StaticConfig;
 use knet_network::services::desired::{Desired, NodeInputs};
-use knet_network::services::exec::{nft_apply, nft_apply_streamed, nft_list_names};
+use knet_network::services::exec::{nft_apply, nft_apply_full, nft_list_names};
 use knet_network::services::model::ServiceTable;
 use knet_network::services::nfnl::NfSocket;
 use knet_network::services::render::Ruleset;
@@ -116,13 +116,9 @@ async fn bench_rule_programming() {
         desired.update(&svcs, &slices, &inputs(), false);
         let computed = t0.elapsed();
         let t1 = Instant::now();
-        let kernel = parse_names(&nft_list_names(Some(&path)).await.expect("list"));
-        let config = StaticConfig::default();
-        let mut script = FullScript::new(&kernel, &config, desired.rendered(), desired.elements());
-        nft_apply_streamed(Some(&path), &mut script)
+        let script_len = nft_apply_full(Some(&path), &StaticConfig::default(), &desired)
             .await
             .expect("cold apply");
-        let script_len = script.bytes();
         let applied = t1.elapsed();
         let mut socket = NfSocket::open(Some(&path)).await.expect("netlink socket");
         // One endpoint of one Service replaced, with a new resourceVersion as the API server

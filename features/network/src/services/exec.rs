@@ -8,7 +8,9 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 use super::ServicesError;
-use super::base::TABLE;
+use super::apply::{FullScript, parse_names};
+use super::base::{StaticConfig, TABLE};
+use super::desired::Desired;
 use crate::kernel::in_netns;
 
 /// How long one run may take (a cold 30k-Service table is a large transaction).
@@ -96,6 +98,20 @@ pub async fn nft_apply_streamed(
             String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         ))
     }
+}
+
+/// The full transaction, as the sync loop sends it at start, after a failure and every resync:
+/// lists the table's chain and set names, then streams `desired` to `nft -f -` Service by
+/// Service ([`FullScript`]). Returns the transaction's size in bytes.
+pub async fn nft_apply_full(
+    netns: Option<&Path>,
+    config: &StaticConfig,
+    desired: &Desired,
+) -> Result<usize, ServicesError> {
+    let kernel = parse_names(&nft_list_names(netns).await?);
+    let mut script = FullScript::new(&kernel, config, desired.rendered(), desired.elements());
+    nft_apply_streamed(netns, &mut script).await?;
+    Ok(script.bytes())
 }
 
 /// The names of every chain and set of the `inet` tables, without rules or elements

@@ -18,11 +18,11 @@ use ipnet::IpNet;
 use k8s_openapi::jiff::Timestamp;
 use knet_core::config::NodePortAddress;
 
-use super::apply::{Diff, FullScript, parse_names};
+use super::apply::Diff;
 use super::base::{StaticConfig, TABLE};
 use super::conntrack::{FlowCounts, deletions, flush};
 use super::desired::{Desired, NodeInputs};
-use super::exec::{nft_apply, nft_apply_streamed, nft_list_names};
+use super::exec::{nft_apply, nft_apply_full};
 use super::health::{HealthServers, wanted};
 use super::metrics;
 use super::nfnl::NfSocket;
@@ -235,15 +235,7 @@ impl Pass<'_> {
 
         let t1 = Instant::now();
         let (how, size) = if full {
-            let kernel = parse_names(&nft_list_names(self.netns).await?);
-            let mut script = FullScript::new(
-                &kernel,
-                &static_config,
-                desired.rendered(),
-                desired.elements(),
-            );
-            nft_apply_streamed(self.netns, &mut script).await?;
-            let size = script.bytes();
+            let size = nft_apply_full(self.netns, &static_config, desired).await?;
             applied.static_config = Some(static_config);
             applied.last_full = Some(Instant::now());
             ("nft", size)

@@ -18,10 +18,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use knet_e2e::Lab;
-use knet_network::services::apply::{FullScript, parse_names};
 use knet_network::services::base::StaticConfig;
 use knet_network::services::desired::{Desired, NodeInputs};
-use knet_network::services::exec::{nft_apply_streamed, nft_list_names};
+use knet_network::services::exec::nft_apply_full;
 use knet_network::services::nfnl::NfSocket;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -200,14 +199,9 @@ async fn knet_cold(lab: &Lab, tag: &str) -> (Duration, Duration, KnetRun) {
     let mut desired = Desired::default();
     desired.update(&svcs.items, &slices.items, &inputs(), false);
     // The sync loop's full transaction: rendered Service by Service as it streams to nft.
-    let kernel = parse_names(&nft_list_names(Some(&path)).await.expect("list"));
-    let config = StaticConfig::default();
-    {
-        let mut script = FullScript::new(&kernel, &config, desired.rendered(), desired.elements());
-        nft_apply_streamed(Some(&path), &mut script)
-            .await
-            .expect("apply");
-    }
+    nft_apply_full(Some(&path), &StaticConfig::default(), &desired)
+        .await
+        .expect("apply");
     (listed, t1.elapsed(), KnetRun { netns, desired })
 }
 
