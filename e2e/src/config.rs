@@ -15,7 +15,8 @@ use std::path::PathBuf;
 pub const PREFIX: &str = "knetlab-";
 /// Root of all labs' run dirs (tmpfs, so etcd runs from memory).
 pub const DEFAULT_RUN_ROOT: &str = "/dev/shm/knetlab";
-/// Root of the lab's cgroup v2 subtrees.
+/// The host's cgroup v2 mount, i.e. the host's root cgroup; the lab's own cgroup subtrees are
+/// made under it, and nothing of the lab may attach to it directly.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup/unified";
 /// Service CIDR given to the apiserver.
 pub const SERVICE_CIDR: &str = "10.152.183.0/24";

@@ -10,10 +10,12 @@ use std::io::ErrorKind;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use knet_network::services::apply::{FullScript, delete_script, full_script, parse_names};
+use knet_network::services::apply::{FullScript, delete_script, parse_names};
 use knet_network::services::base::{STATIC_CHAINS, StaticConfig};
 use knet_network::services::desired::{Desired, NodeInputs};
-use knet_network::services::exec::{nft_apply, nft_apply_streamed, nft_list, nft_list_names};
+use knet_network::services::exec::{
+    nft_apply, nft_apply_full, nft_apply_streamed, nft_list, nft_list_names,
+};
 use knet_network::services::model::ServiceTable;
 use knet_network::services::nfnl::NfSocket;
 use knet_network::services::render::Ruleset;
@@ -216,16 +218,34 @@ async fn services_translate_reject_update_and_clean_up() {
         "service-ips-v4",
     ]);
     assert!(client.tcp("10.152.183.5:80").is_err());
-    let kernel = parse_names(&nft_list(ns).await.expect("list"));
-    nft_apply(ns, &full_script(&kernel, &StaticConfig::default(), &second))
+    // And leaves a chain and a set of its own in our table; the resync must remove them.
+    t.node.exec(&[
+        "nft",
+        "add",
+        "chain",
+        "inet",
+        "knet-services",
+        "stray-chain",
+    ]);
+    t.node.exec(&[
+        "nft",
+        "add set inet knet-services stray-set { type ipv4_addr; }",
+    ]);
+    // The sync loop's full transaction: names listed, the ruleset streamed Service by Service.
+    nft_apply_full(ns, &StaticConfig::default(), &desired)
         .await
         .expect("resync");
     assert_eq!(
         answers(client, "10.152.183.5:80", 3),
         BTreeSet::from(["a".to_owned()])
     );
-    // Everything removed: stale chains from the first ruleset too.
-    let kernel = parse_names(&nft_list(ns).await.expect("list"));
+    // Everything removed: stale chains from the first ruleset too, and the stray ones.
+    let listing = nft_list(ns).await.expect("list");
+    assert!(
+        !listing.contains("stray-chain") && !listing.contains("stray-set"),
+        "stray objects survived the resync: {listing}"
+    );
+    let kernel = parse_names(&listing);
     assert_eq!(
         kernel.chains.len(),
         second.chains.len() + STATIC_CHAINS.len(),

@@ -130,6 +130,11 @@ async fn services_work_for_every_origin_and_follow_endpoints() {
     .await
     .expect("bpftool");
     assert!(
+        host_root.success(),
+        "bpftool cannot list {}: {host_root:?}",
+        knet_e2e::config::CGROUP_ROOT
+    );
+    assert!(
         !host_root.stdout.contains("knet_"),
         "the socket LB must never attach to the host's cgroup root: {host_root:?}"
     );

@@ -113,11 +113,13 @@ async fn dns_works_under_default_deny_policies_untracked_and_disable_removes_it(
     // The policy feature filters what the node forwards, not a pod's traffic with its own node,
     // so even with no allow rule the pod still reaches the node's DNS (docs/features/dns.md).
     let name = format!("web.{NS}.svc.{ZONE}.");
-    dig(&lab, "client", &name, "A", false).await.expect(
-        "A",
-        &[&web],
-        "under default deny without an allow-DNS rule",
-    );
+    for tcp in [false, true] {
+        dig(&lab, "client", &name, "A", tcp).await.expect(
+            "A",
+            &[&web],
+            &format!("under default deny without an allow-DNS rule (tcp: {tcp})"),
+        );
+    }
 
     // The usual allow-DNS rule on top (egress to port 53 anywhere).
     let allow = format!(
