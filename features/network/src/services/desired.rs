@@ -2,7 +2,7 @@
 //! fingerprints every Service with its EndpointSlices (uid and resourceVersion, which the API
 //! server changes on every write) and recomputes and diffs only the Services whose fingerprint
 //! changed, so a one-endpoint change costs O(that Service), not O(all Services). A change of
-//! what every Service depends on ([`NodeInputs`]: node name, pod CIDRs, SCTP) recomputes
+//! what every Service depends on ([`NodeInputs`]: node name, pod CIDRs, InternalIPs, SCTP) recomputes
 //! everything.
 //!
 //! Per Service only its model (the [`ServicePort`]s) is kept, not its rendered chains: the
