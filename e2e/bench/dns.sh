@@ -133,6 +133,7 @@ for ((start = 0; start < SERVICES; start += batch)); do
 done | xargs -P 2 -I{} timeout 600 "$KUBECTL" create -f {} >/dev/null
 log "created in $(($(date +%s) - t0)) s"
 if ((PODS > 0)); then
+  ((ENDPOINTS > 0)) || { log "PODS needs ENDPOINTS > 0 (the Pods take the endpoints' addresses)"; exit 1; }
   # The Pods behind those endpoints, Running with the endpoints' addresses, bound to a Node
   # object that no kubelet serves (the lab's kubelet runs only its own nodes' Pods), as the
   # Pods of the rest of a large cluster look to this node.
@@ -232,16 +233,21 @@ for srv in $KNET_DNS $CORE_IP; do
   done
   [[ -n $ok ]] || { log "$srv never answered $last"; tail -20 "$WORK/coredns.log" >&2; exit 1; }
   if [[ $EXTERNAL == 1 ]]; then
+    ok=
     for _ in $(seq 30); do
-      [[ $(inns dig +short +time=1 +tries=1 @"$srv" name-0.ext.test A 2>/dev/null) == 192.0.2.77 ]] && break
+      if [[ $(inns dig +short +time=1 +tries=1 @"$srv" name-0.ext.test A 2>/dev/null) == 192.0.2.77 ]]; then ok=1; break; fi
       sleep 1
     done
+    [[ -n $ok ]] || { log "$srv never forwarded name-0.ext.test to the upstream named"; exit 1; }
   fi
 done
 
 # --- pids and CPU accounting -------------------------------------------------------------
 KNET_PID=$(cat "$NODE_DIR/run/knet-daemon.pid" 2>/dev/null || true)
-kill -0 "${KNET_PID:-0}" 2>/dev/null || KNET_PID=$(pgrep -f -- " daemon --state-dir $NODE_DIR/" | head -1 || true)
+# (never `kill -0 0`: that is this script's own process group)
+if [[ -z $KNET_PID ]] || ! kill -0 "$KNET_PID" 2>/dev/null; then
+  KNET_PID=$(pgrep -f -- " daemon --state-dir $NODE_DIR/" | head -1 || true)
+fi
 [[ -n $KNET_PID ]] || { log "cannot find the knet daemon in $NS"; exit 1; }
 TCK=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }     # utime + stime, clock ticks

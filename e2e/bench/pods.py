@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Creates COUNT running Pods bound to NODE through the API server, for memory benchmarks.
 
-Usage: pods.py KUBECONFIG NODE COUNT [PER_SERVICE]
+Usage: pods.py KUBECONFIG NODE COUNT [PER_SERVICE (default 5)]
 
 Pod n is default/bench-pod-<n>: one container with a named port, labels
 `app: svc-<n / PER_SERVICE>` (the Service whose endpoint it is in the DNS benchmark), status
@@ -86,8 +86,14 @@ def work(new_conn, node, per_service, ids, errors):
 def main():
     if len(sys.argv) not in (4, 5):
         sys.exit("usage: pods.py KUBECONFIG NODE COUNT [PER_SERVICE]")
-    kubeconfig, node, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    per_service = int(sys.argv[4]) if len(sys.argv) == 5 and int(sys.argv[4]) > 0 else 5
+    kubeconfig, node = sys.argv[1], sys.argv[2]
+    try:
+        count = int(sys.argv[3])
+        per_service = int(sys.argv[4]) if len(sys.argv) == 5 else 5
+    except ValueError:
+        sys.exit("pods.py: COUNT and PER_SERVICE must be whole numbers")
+    if count < 1 or per_service < 1:
+        sys.exit("pods.py: COUNT and PER_SERVICE must be at least 1")
     new_conn = connect(kubeconfig)
     errors = []
     start = time.monotonic()

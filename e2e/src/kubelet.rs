@@ -14,7 +14,7 @@ mod status;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -132,8 +132,10 @@ async fn relist(ctx: &Arc<KubeletCtx>, pods: &Arc<Mutex<Pods>>) {
     let names: Vec<String> = ctx
         .nodes
         .read()
-        .map(|n| n.keys().cloned().collect())
-        .unwrap_or_default();
+        .unwrap_or_else(PoisonError::into_inner)
+        .keys()
+        .cloned()
+        .collect();
     let api: Api<Pod> = Api::all(ctx.client.clone());
     for name in names {
         let params = ListParams::default().fields(&format!("spec.nodeName={name}"));
