@@ -144,6 +144,13 @@ async fn source_ranges_nodeport_addresses_and_metrics() {
         .await
         .expect("NodePort off the second address");
     println!("nodeport-addresses=primary in force after {took:?}");
+    // One failed request could be a lost packet: it must stay off.
+    for attempt in 1..=3 {
+        assert!(
+            !on_second().await,
+            "the second address answered a NodePort again (check {attempt} of 3) under nodeport-addresses=primary"
+        );
+    }
     assert!(
         hostname_from(&lab, &out_ns, &allowed, &node_ip, 30300)
             .await
