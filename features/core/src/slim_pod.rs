@@ -5,7 +5,8 @@
 //! 2.5 KB of fixed size per object plus about 1 KB per container before a single string is
 //! stored. The watch deserializes each Pod straight into this type instead (serde skips the
 //! rest), so every node pays a few hundred bytes per Pod in the cluster. A feature that needs
-//! another Pod field adds it here.
+//! another Pod field adds it here: watches are per Rust type, so `watches.get::<Pod>()` would
+//! start a second watch holding every full Pod next to this one.
 
 use std::borrow::Cow;
 

@@ -127,8 +127,7 @@ pub async fn nft_list_names(netns: Option<&Path>) -> Result<String, ServicesErro
     )
     .await?;
     if out.status.success() {
-        Ok(String::from_utf8(out.stdout)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         let err = String::from_utf8_lossy(&out.stderr);
         Err(ServicesError::Nft(err.trim().to_owned()))
